@@ -1,0 +1,240 @@
+"""ScaleNet depth plans and checkpoint expansion (pure torch: no OpenMMLab imports).
+
+A *depth plan* says which pretrained layer each position of the grown model uses. Position ``p`` of a model of
+depth ``D`` grown from a base of depth ``L`` runs base layer ``g(p)``; the weights of base layer ``j`` are stored
+once, under timm's names ``blocks.{j}.*``, whatever the number of positions that use them. Per-position
+parameters (adapters, gates, own norms, relative-position tables) live under ``positions.{p}.*``.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+
+import torch
+
+MappingSpec = Union[str, Sequence[int]]
+MAPPINGS = ('cyclic', 'interleave')
+
+# Tensors of a timm block that ScaleNet always shares between the positions using that block.
+SHARED_SUBMODULES = ('attn.qkv', 'attn.proj', 'mlp.fc1', 'mlp.fc2')
+# Tensors that are shared by default and can be made per-position with ``unshared=('norm',)``.
+OPTIONAL_SHARED = {'norm': ('norm1', 'norm2')}
+
+_BLOCK_KEY = re.compile(r'^blocks\.(\d+)\.(.+)$')
+
+
+@dataclass(frozen=True)
+class DepthPlan:
+    """Which base layer each position of the grown model uses.
+
+    ``sources[p]`` is g(p). The first position that uses a base layer is its *original* position, the later ones
+    are *inserted*.
+    """
+
+    base_depth: int
+    sources: Tuple[int, ...]
+
+    @property
+    def depth(self) -> int:
+        return len(self.sources)
+
+    @property
+    def original_positions(self) -> Tuple[int, ...]:
+        """``original_positions[j]``: the first position that uses base layer ``j``."""
+        first: Dict[int, int] = {}
+        for p, j in enumerate(self.sources):
+            first.setdefault(j, p)
+        return tuple(first[j] for j in range(self.base_depth))
+
+    @property
+    def inserted(self) -> Tuple[bool, ...]:
+        """``inserted[p]`` is True when position ``p`` re-uses a layer that an earlier position already runs."""
+        originals = set(self.original_positions)
+        return tuple(p not in originals for p in range(self.depth))
+
+    def positions_of(self, layer: int) -> Tuple[int, ...]:
+        return tuple(p for p, j in enumerate(self.sources) if j == layer)
+
+    def describe(self) -> str:
+        """Human-readable table: position -> base layer (original / inserted)."""
+        lines = [f'depth plan: {self.base_depth} base layers -> {self.depth} positions']
+        for p, (j, new) in enumerate(zip(self.sources, self.inserted)):
+            lines.append(f'  position {p:3d} <- base layer {j:3d}  ({"inserted" if new else "original"})')
+        return '\n'.join(lines)
+
+
+def make_depth_plan(base_depth: int, depth: Optional[int] = None, mapping: MappingSpec = 'cyclic') -> DepthPlan:
+    """Build and validate a depth plan.
+
+    Args:
+        base_depth: L, number of pretrained layers.
+        depth: D >= L, number of positions of the grown model (default: L).
+        mapping: ``'cyclic'`` (g(p) = p mod L, the paper's default), ``'interleave'`` (g(p) = floor(p L / D), each
+            layer repeated in place) or an explicit list of D indices in [0, L) that uses every base layer.
+    """
+    if isinstance(base_depth, bool) or not isinstance(base_depth, int) or base_depth < 1:
+        raise ValueError(f'base depth must be a positive integer, got {base_depth!r}')
+    if depth is None:
+        depth = len(mapping) if not isinstance(mapping, str) else base_depth
+    if isinstance(depth, bool) or not isinstance(depth, int):
+        raise TypeError(f'depth must be an integer, got {type(depth).__name__} {depth!r}')
+    if depth < base_depth:
+        raise ValueError(f'depth D={depth} is smaller than the base depth L={base_depth}: ScaleNet only grows '
+                         f'models (D >= L)')
+    if isinstance(mapping, str):
+        if mapping == 'cyclic':
+            sources = [p % base_depth for p in range(depth)]
+        elif mapping == 'interleave':
+            sources = [p * base_depth // depth for p in range(depth)]
+        else:
+            raise ValueError(f'unknown mapping {mapping!r}: use one of {MAPPINGS} or a list of {depth} layer '
+                             f'indices')
+    else:
+        try:
+            sources = [int(j) if not isinstance(j, bool) and int(j) == j else None for j in mapping]
+        except (TypeError, ValueError):
+            raise TypeError(f'mapping must be {MAPPINGS} or a list of integers, got {mapping!r}') from None
+        if any(j is None for j in sources):
+            raise TypeError(f'mapping list must hold integers, got {list(mapping)!r}')
+        if len(sources) != depth:
+            raise ValueError(f'mapping list has {len(sources)} entries but depth D={depth}: give one base-layer '
+                             f'index per position')
+        bad = [j for j in sources if not 0 <= j < base_depth]
+        if bad:
+            raise ValueError(f'mapping list entries {bad} are out of range: base layers are 0..{base_depth - 1}')
+        unused = sorted(set(range(base_depth)) - set(sources))
+        if unused:
+            raise ValueError(f'mapping list never uses base layers {unused}: every pretrained layer must run at '
+                             f'least once (unused shared weights would receive no gradient)')
+    return DepthPlan(base_depth=base_depth, sources=tuple(sources))
+
+
+def drop_path_rates(depth: int, max_rate: float) -> List[float]:
+    """Stochastic-depth rate per position, linear from 0 to ``max_rate`` over the grown depth."""
+    if depth == 1:
+        return [0.0]
+    return [max_rate * p / (depth - 1) for p in range(depth)]
+
+
+def spread_indices(depth: int, count: int) -> Tuple[int, ...]:
+    """``count`` positions spread evenly over ``depth``, ending at the last one (ViTDet's global blocks)."""
+    if count <= 0:
+        return ()
+    count = min(count, depth)
+    return tuple(sorted({(k + 1) * depth // count - 1 for k in range(count)}))
+
+
+def expand_state_dict(base: Mapping[str, torch.Tensor], plan: DepthPlan,
+                      unshared: Iterable[str] = ()) -> Tuple[Dict[str, torch.Tensor], Dict[str, List[str]]]:
+    """Turn a timm-layout ViT state dict of depth L into the grown model's state dict.
+
+    Shared tensors stay once under ``blocks.{j}``; tensors made per-position (``unshared``) are copied to
+    ``positions.{p}.*`` from the source layer g(p). Keys outside the blocks pass through unchanged.
+
+    Returns the new state dict and a report ``{'shared': [...], 'copied': [...], 'ignored': [...]}``.
+    """
+    per_position = _unshared_names(unshared)
+    out: Dict[str, torch.Tensor] = {}
+    report: Dict[str, List[str]] = {'shared': [], 'copied': [], 'ignored': []}
+    for key, value in base.items():
+        m = _BLOCK_KEY.match(key)
+        if not m:
+            out[key] = value
+            continue
+        j, rest = int(m.group(1)), m.group(2)
+        if j >= plan.base_depth:
+            report['ignored'].append(key)
+            continue
+        sub = rest.split('.')[0]
+        if sub in per_position:
+            for p in plan.positions_of(j):
+                out[f'positions.{p}.{rest}'] = value.clone()
+                report['copied'].append(f'positions.{p}.{rest}')
+        else:
+            out[key] = value
+            report['shared'].append(key)
+    return out, report
+
+
+def untie_state_dict(state: Mapping[str, torch.Tensor], plan: DepthPlan) -> Dict[str, torch.Tensor]:
+    """Inverse view for export: a plain timm ViT state dict of depth D, block ``p`` a copy of its shared layer.
+
+    Expects a state dict whose per-position tensors already use timm names (``positions.{p}.norm1.*``); adapters
+    must be merged into the block weights or absent (the caller checks that).
+    """
+    out: Dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        m = _BLOCK_KEY.match(key)
+        if m:
+            j, rest = int(m.group(1)), m.group(2)
+            for p in plan.positions_of(j):
+                out[f'blocks.{p}.{rest}'] = value.clone()
+            continue
+        m = re.match(r'^positions\.(\d+)\.(.+)$', key)
+        if m:
+            out[f'blocks.{m.group(1)}.{m.group(2)}'] = value.clone()
+            continue
+        out[key] = value.clone()
+    return out
+
+
+def _unshared_names(unshared: Iterable[str]) -> Tuple[str, ...]:
+    if isinstance(unshared, str):
+        unshared = (unshared,)
+    names: List[str] = []
+    for item in unshared:
+        if item not in OPTIONAL_SHARED:
+            raise ValueError(f'unshared={item!r} is not supported: choose from {tuple(OPTIONAL_SHARED)} '
+                             f'(attention and MLP weights are always shared)')
+        names.extend(OPTIONAL_SHARED[item])
+    return tuple(names)
+
+
+def count_parameters(model: torch.nn.Module, base_depth: Optional[int] = None,
+                     depth: Optional[int] = None) -> Dict[str, int]:
+    """Parameter accounting for a ScaleNet module (or any module).
+
+    ``unique``: each tensor counted once (what the optimizer and the checkpoint hold). ``shared``: tensors under
+    ``blocks.*`` (used by one or more positions). ``per_position``: tensors under ``positions.*``. ``other``:
+    embeddings, final norm, head. ``untied``: what an ordinary ViT of the same depth would hold, i.e. every
+    shared block counted once per position that uses it (needs the plan's layer usage, taken from
+    ``model.plan`` when present).
+    """
+    seen = set()
+    counts = {'unique': 0, 'shared': 0, 'per_position': 0, 'other': 0}
+    usage: Dict[int, int] = {}
+    plan = getattr(model, 'plan', None)
+    if plan is not None:
+        for j in plan.sources:
+            usage[j] = usage.get(j, 0) + 1
+    untied = 0
+    for name, param in model.named_parameters(remove_duplicate=False):
+        if id(param) in seen:
+            continue
+        seen.add(id(param))
+        n = param.numel()
+        counts['unique'] += n
+        m = re.search(r'(?:^|\.)blocks\.(\d+)\.', name)
+        if m:
+            counts['shared'] += n
+            untied += n * usage.get(int(m.group(1)), 1)
+        elif re.search(r'(?:^|\.)positions\.\d+\.', name):
+            counts['per_position'] += n
+            untied += n
+        else:
+            counts['other'] += n
+            untied += n
+    counts['untied'] = untied
+    return counts
+
+
+def format_parameter_table(counts: Mapping[str, int], reference: Optional[int] = None) -> str:
+    """Markdown table of ``count_parameters`` output (optionally relative to a reference count)."""
+    rows = ['| parameters | count | M |', '| --- | ---: | ---: |']
+    for key in ('unique', 'shared', 'per_position', 'other', 'untied'):
+        if key in counts:
+            rows.append(f'| {key} | {counts[key]:,} | {counts[key] / 1e6:.2f} |')
+    if reference:
+        rows.append(f'| unique / base model | {counts["unique"] / reference:.3f}x | |')
+    return '\n'.join(rows)

@@ -1,0 +1,433 @@
+"""``ScaleNetViT``: a ViT grown in depth with shared layer weights and per-position adjustment parameters.
+
+Pure torch (registered into mmdet's ``MODELS`` by ``mmscalenet/registry.py``), so it also runs where only torch is
+installed (benchmarks, export). State-dict layout:
+
+* ``patch_embed.proj``, ``cls_token``, ``pos_embed``, ``norm``: as in timm.
+* ``blocks.{j}.*`` for j < L: the shared weights of base layer j, with timm's names (``norm1``, ``attn.qkv``,
+  ``attn.proj``, ``norm2``, ``mlp.fc1``, ``mlp.fc2``), so timm / DeiT / MAE checkpoints load without renaming.
+* ``positions.{p}.*`` for p < D: what belongs to position p only (adapters, LoRA, gates, own norms, rel-pos tables).
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from ..expansion import DepthPlan, MappingSpec, _unshared_names, drop_path_rates, make_depth_plan, spread_indices
+from .adapters import LoRA, ParallelAdapter, parse_adapter_cfg
+
+ARCHS: Dict[str, Dict[str, Any]] = {
+    'deit-tiny': dict(embed_dims=192, num_layers=12, num_heads=3, mlp_ratio=4.0),
+    'deit-small': dict(embed_dims=384, num_layers=12, num_heads=6, mlp_ratio=4.0),
+    'deit-base': dict(embed_dims=768, num_layers=12, num_heads=12, mlp_ratio=4.0),
+}
+OUT_TYPES = ('cls_token', 'featmap')
+
+
+def resolve_arch(arch: Union[str, Mapping[str, Any]]) -> Dict[str, Any]:
+    """``'deit-small'`` or ``dict(embed_dims, num_layers, num_heads, mlp_ratio)`` -> validated dict."""
+    if isinstance(arch, str):
+        key = arch.lower().replace('_', '-')
+        key = key if key.startswith('deit-') else f'deit-{key}'
+        if key not in ARCHS:
+            raise ValueError(f'unknown arch {arch!r}: use one of {tuple(ARCHS)} or a dict(embed_dims=..., '
+                             f'num_layers=..., num_heads=..., mlp_ratio=...)')
+        return dict(ARCHS[key])
+    if not isinstance(arch, Mapping):
+        raise TypeError(f'arch must be a name or a dict, got {type(arch).__name__}')
+    missing = {'embed_dims', 'num_layers', 'num_heads'} - set(arch)
+    if missing:
+        raise ValueError(f'arch dict is missing {sorted(missing)}')
+    out = dict(mlp_ratio=4.0)
+    out.update(arch)
+    for key in ('embed_dims', 'num_layers', 'num_heads'):
+        v = out[key]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f'arch.{key} must be a positive integer, got {v!r}')
+    if out['embed_dims'] % out['num_heads']:
+        raise ValueError(f'arch.embed_dims={out["embed_dims"]} is not divisible by num_heads={out["num_heads"]}')
+    return out
+
+
+class _Attn(nn.Module):
+    """Container for the shared attention weights (timm names ``qkv``, ``proj``)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.qkv = nn.Linear(dim, dim * 3)
+        self.proj = nn.Linear(dim, dim)
+
+
+class _Mlp(nn.Module):
+    """Container for the shared MLP weights (timm names ``fc1``, ``fc2``)."""
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+
+
+class SharedBlock(nn.Module):
+    """The weights of one pretrained layer, stored once and run by every position that maps to it."""
+
+    def __init__(self, dim: int, mlp_ratio: float, shared_norms: bool):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6) if shared_norms else None
+        self.attn = _Attn(dim)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6) if shared_norms else None
+        self.mlp = _Mlp(dim, int(dim * mlp_ratio))
+
+
+def window_partition(x: torch.Tensor, ws: int) -> Tuple[torch.Tensor, Tuple[int, int]]:
+    """(B, H, W, C) -> (B * nW, ws, ws, C), padding H and W up to multiples of ``ws``."""
+    B, H, W, C = x.shape
+    pad_h, pad_w = (-H) % ws, (-W) % ws
+    if pad_h or pad_w:
+        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+    Hp, Wp = H + pad_h, W + pad_w
+    x = x.view(B, Hp // ws, ws, Wp // ws, ws, C).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(-1, ws, ws, C), (Hp, Wp)
+
+
+def window_unpartition(x: torch.Tensor, ws: int, padded: Tuple[int, int], hw: Tuple[int, int]) -> torch.Tensor:
+    """Inverse of :func:`window_partition`, dropping the padding."""
+    Hp, Wp = padded
+    H, W = hw
+    B = x.shape[0] // ((Hp // ws) * (Wp // ws))
+    x = x.view(B, Hp // ws, Wp // ws, ws, ws, -1).permute(0, 1, 3, 2, 4, 5).reshape(B, Hp, Wp, -1)
+    return x[:, :H, :W, :] if (Hp, Wp) != (H, W) else x
+
+
+def rel_pos_for(size: int, table: torch.Tensor) -> torch.Tensor:
+    """Relative-position embeddings R[i - j + size - 1] for a ``size`` x ``size`` query/key grid axis.
+
+    ``table`` has 2 * S - 1 rows for the size S it was made for; it is linearly resized when ``size`` differs.
+    """
+    rows = 2 * size - 1
+    if table.shape[0] != rows:
+        table = F.interpolate(table.t().unsqueeze(0), size=rows, mode='linear', align_corners=False)[0].t()
+    coords = torch.arange(size, device=table.device)
+    return table[coords[:, None] - coords[None, :] + size - 1]
+
+
+def decomposed_rel_pos_bias(q: torch.Tensor, grid: Tuple[int, int], rel_h: torch.Tensor,
+                            rel_w: torch.Tensor) -> torch.Tensor:
+    """MViTv2 / ViTDet decomposed relative-position bias for queries ``q`` (B, heads, H*W, hd).
+
+    Returns an additive attention bias (B, heads, H*W, H*W).
+    """
+    B, nh, N, hd = q.shape
+    H, W = grid
+    Rh, Rw = rel_pos_for(H, rel_h), rel_pos_for(W, rel_w)
+    r_q = q.reshape(B, nh, H, W, hd)
+    bias_h = torch.einsum('bnhwc,hkc->bnhwk', r_q, Rh.to(q.dtype))
+    bias_w = torch.einsum('bnhwc,wkc->bnhwk', r_q, Rw.to(q.dtype))
+    return (bias_h[..., :, None] + bias_w[..., None, :]).reshape(B, nh, N, N)
+
+
+class Position(nn.Module):
+    """One depth position: runs a :class:`SharedBlock` with its own adapters, gates, norms and attention pattern.
+
+    The block is passed at call time (not registered here), so the shared tensors appear once in the module tree.
+    """
+
+    def __init__(self, index: int, source: int, dim: int, num_heads: int, mlp_ratio: float,
+                 adapter: Optional[Dict[str, Any]], own_norms: bool, gated: bool, drop_path: float,
+                 window_size: int, rel_pos_size: int):
+        super().__init__()
+        self.index, self.source = index, source
+        self.num_heads, self.head_dim = num_heads, dim // num_heads
+        self.drop_path = drop_path
+        self.window_size = window_size
+        self.fused = True
+        hidden = int(dim * mlp_ratio)
+        if own_norms:
+            self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+            self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        else:
+            self.norm1 = self.norm2 = None
+        self.adapter_attn = self.adapter_mlp = None
+        self.lora = None
+        if adapter is not None and adapter['type'] == 'ParallelAdapter':
+            if 'attn' in adapter['sites']:
+                self.adapter_attn = ParallelAdapter(dim, adapter['bottleneck'], adapter['scale'])
+            if 'mlp' in adapter['sites']:
+                self.adapter_mlp = ParallelAdapter(dim, adapter['bottleneck'], adapter['scale'])
+        elif adapter is not None:
+            shapes = dict(qkv=(dim, 3 * dim), proj=(dim, dim), fc1=(dim, hidden), fc2=(hidden, dim))
+            self.lora = nn.ModuleDict({t: LoRA(*shapes[t], rank=adapter['rank'], alpha=adapter['alpha'])
+                                       for t in adapter['targets']})
+        if gated:  # function-preserving growth: an inserted position starts as the identity
+            self.gate_attn = nn.Parameter(torch.zeros(()))
+            self.gate_mlp = nn.Parameter(torch.zeros(()))
+        else:
+            self.gate_attn = self.gate_mlp = None
+        if rel_pos_size > 0:
+            size = window_size if window_size > 0 else rel_pos_size
+            self.rel_pos_h = nn.Parameter(torch.zeros(2 * size - 1, self.head_dim))
+            self.rel_pos_w = nn.Parameter(torch.zeros(2 * size - 1, self.head_dim))
+        else:
+            self.rel_pos_h = self.rel_pos_w = None
+
+    def extra_repr(self) -> str:
+        attn = f'window={self.window_size}' if self.window_size else 'global'
+        return f'index={self.index}, source={self.source}, {attn}, drop_path={self.drop_path:.3f}'
+
+    # ---- helpers --------------------------------------------------------------------------------------------
+    def _weight(self, linear: nn.Linear, name: str) -> torch.Tensor:
+        if self.lora is not None and name in self.lora:
+            return self.lora[name].merged(linear.weight) if self.fused else linear.weight
+        return linear.weight
+
+    def _linear(self, h: torch.Tensor, linear: nn.Linear, name: str,
+                adapter: Optional[ParallelAdapter]) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """``linear(h)`` (+ LoRA delta) and, when ``adapter`` is given, its down-projection of the same input.
+
+        The fused path runs both as one matrix product over a concatenated weight; the reference path runs them
+        separately (kept for tests and as the readable definition).
+        """
+        weight, bias = self._weight(linear, name), linear.bias
+        if not self.fused:
+            y = F.linear(h, weight, bias)
+            if self.lora is not None and name in self.lora:
+                y = y + self.lora[name](h)
+            return y, (adapter.down(h) if adapter is not None else None)
+        if adapter is None:
+            return F.linear(h, weight, bias), None
+        n = weight.shape[0]
+        z = F.linear(h, torch.cat([weight, adapter.down.weight]), torch.cat([bias, adapter.down.bias]))
+        return z[..., :n], z[..., n:]
+
+    def _adapter_out(self, y: torch.Tensor, down: Optional[torch.Tensor],
+                     adapter: Optional[ParallelAdapter]) -> torch.Tensor:
+        if adapter is None:
+            return y
+        if not self.fused:
+            return y + adapter.up(torch.relu(down)) * adapter.scale
+        # one GEMM with the add fused in: y + scale * relu(down) @ up.W^T + scale * up.b
+        flat = torch.addmm(y.reshape(-1, y.shape[-1]), torch.relu(down).reshape(-1, down.shape[-1]),
+                           adapter.up.weight.t(), alpha=adapter.scale)
+        return flat.view_as(y) + adapter.up.bias * adapter.scale
+
+    def _residual(self, x: torch.Tensor, branch: torch.Tensor, gate: Optional[torch.Tensor]) -> torch.Tensor:
+        if gate is not None:
+            branch = branch * gate
+        if self.training and self.drop_path > 0:
+            keep = 1.0 - self.drop_path
+            mask = branch.new_empty((branch.shape[0],) + (1,) * (branch.dim() - 1)).bernoulli_(keep)
+            branch = branch * mask / keep
+        return x + branch
+
+    # ---- sub-layers -----------------------------------------------------------------------------------------
+    def _attention(self, h: torch.Tensor, block: SharedBlock, grid: Optional[Tuple[int, int]]) -> torch.Tensor:
+        """Multi-head self-attention over the tokens of ``h`` (B, N, C); ``grid`` = (H, W) for rel-pos."""
+        B, N, C = h.shape
+        qkv, down = self._linear(h, block.attn.qkv, 'qkv', self.adapter_attn)
+        q, k, v = qkv.reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        bias = None
+        if self.rel_pos_h is not None and grid is not None:
+            bias = decomposed_rel_pos_bias(q, grid, self.rel_pos_h, self.rel_pos_w)
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        o = o.transpose(1, 2).reshape(B, N, C)
+        y, _ = self._linear(o, block.attn.proj, 'proj', None)
+        return self._adapter_out(y, down, self.adapter_attn)
+
+    def _mlp(self, h: torch.Tensor, block: SharedBlock) -> torch.Tensor:
+        z, down = self._linear(h, block.mlp.fc1, 'fc1', self.adapter_mlp)
+        y, _ = self._linear(F.gelu(z), block.mlp.fc2, 'fc2', None)
+        return self._adapter_out(y, down, self.adapter_mlp)
+
+    def forward(self, x: torch.Tensor, block: SharedBlock) -> torch.Tensor:
+        """``x``: (B, N, C) tokens (class-token mode) or (B, H, W, C) feature map (dense mode)."""
+        norm1 = self.norm1 if self.norm1 is not None else block.norm1
+        norm2 = self.norm2 if self.norm2 is not None else block.norm2
+        h = norm1(x)
+        if x.dim() == 4:
+            B, H, W, C = x.shape
+            if self.window_size > 0:
+                ws = self.window_size
+                windows, padded = window_partition(h, ws)
+                a = self._attention(windows.reshape(-1, ws * ws, C), block, (ws, ws))
+                a = window_unpartition(a.view(-1, ws, ws, C), ws, padded, (H, W))
+            else:
+                a = self._attention(h.reshape(B, H * W, C), block, (H, W)).view(B, H, W, C)
+        else:
+            a = self._attention(h, block, None)
+        x = self._residual(x, a, self.gate_attn)
+        x = self._residual(x, self._mlp(norm2(x), block), self.gate_mlp)
+        return x
+
+
+class ScaleNetViT(nn.Module):
+    """ViT grown from ``arch``'s depth L to ``depth`` D with shared layer weights (ScaleNet).
+
+    Args:
+        arch: 'deit-tiny' | 'deit-small' | 'deit-base' | dict(embed_dims, num_layers, num_heads, mlp_ratio).
+        depth: expanded depth D >= L (default L).
+        mapping: 'cyclic' (default), 'interleave' or an explicit list of D base-layer indices.
+        adapter: dict(type='ParallelAdapter', bottleneck=16, sites=('attn', 'mlp')) (default),
+            dict(type='LoRA', rank=8, alpha=16, targets=('qkv', 'proj', 'fc1', 'fc2')) or None.
+        function_preserving: inserted positions get residual gates starting at 0, so at step 0 the grown model
+            computes exactly the pretrained model.
+        unshared: ('norm',) gives each position its own LayerNorms, initialised from its source layer.
+        img_size, patch_size: pretraining grid (the position embedding's size); other input sizes work.
+        drop_path_rate: stochastic depth, linear over the D positions.
+        out_type: 'cls_token' -> tuple with the final-normed class token (B, C); 'featmap' -> tuple of
+            (B, C, ceil(H/16), ceil(W/16)) maps (ViTDet style, no class token) at ``out_indices``.
+        out_indices: positions whose outputs are returned in 'featmap' mode (default: the last).
+        window_size: > 0 runs window attention in 'featmap' mode, except at ``global_indices``.
+        global_indices: positions with global attention (default: 4 spread evenly over D, the last included).
+        use_rel_pos: decomposed relative-position tables per position ('featmap' mode; zero-initialised).
+        with_cp: activation checkpointing per position (non-reentrant).
+        init_cfg: dict(type='Pretrained', checkpoint=PATH | 'timm:NAME' | URL) loads timm / DeiT / MAE /
+            mmpretrain / ScaleNet checkpoints, expanding them to the plan.
+    """
+
+    def __init__(self, arch: Union[str, Mapping[str, Any]] = 'deit-small', depth: Optional[int] = None,
+                 mapping: MappingSpec = 'cyclic', adapter: Optional[Mapping[str, Any]] = dict(
+                     type='ParallelAdapter'), function_preserving: bool = False, unshared: Sequence[str] = (),
+                 img_size: Union[int, Tuple[int, int]] = 224, patch_size: int = 16, in_channels: int = 3,
+                 drop_path_rate: float = 0.0, out_type: str = 'cls_token',
+                 out_indices: Optional[Sequence[int]] = None, window_size: int = 0,
+                 global_indices: Optional[Sequence[int]] = None, use_rel_pos: bool = False,
+                 with_cp: bool = False, init_cfg: Optional[Mapping[str, Any]] = None):
+        super().__init__()
+        a = resolve_arch(arch)
+        self.arch = a
+        self.embed_dims, self.num_heads = a['embed_dims'], a['num_heads']
+        self.plan: DepthPlan = make_depth_plan(a['num_layers'], depth, mapping)
+        D = self.plan.depth
+        self.adapter_cfg = parse_adapter_cfg(adapter)
+        self.unshared = tuple(unshared) if not isinstance(unshared, str) else (unshared,)
+        own_norms = bool(_unshared_names(self.unshared))
+        if out_type not in OUT_TYPES:
+            raise ValueError(f'out_type must be one of {OUT_TYPES}, got {out_type!r}')
+        self.out_type = out_type
+        if isinstance(img_size, int):
+            img_size = (img_size, img_size)
+        img_size = tuple(img_size)
+        if len(img_size) != 2 or any(s < patch_size for s in img_size):
+            raise ValueError(f'img_size must be one int or (H, W), each >= patch_size={patch_size}; got {img_size}')
+        if not isinstance(window_size, int) or window_size < 0:
+            raise ValueError(f'window_size must be an integer >= 0, got {window_size!r}')
+        if not 0.0 <= drop_path_rate < 1.0:
+            raise ValueError(f'drop_path_rate must be in [0, 1), got {drop_path_rate!r}')
+        if out_type == 'cls_token' and (window_size or use_rel_pos):
+            raise ValueError('window attention and relative positions need out_type="featmap" (the class token '
+                             'has no place in a window)')
+        self.img_size, self.patch_size = img_size, patch_size
+        self.grid = (img_size[0] // patch_size, img_size[1] // patch_size)
+        self.window_size, self.use_rel_pos, self.with_cp = window_size, use_rel_pos, with_cp
+        self.function_preserving = function_preserving
+        self.drop_path_rate = drop_path_rate
+
+        if out_indices is None:
+            out_indices = (D - 1,)
+        out_indices = tuple(int(i) + D if int(i) < 0 else int(i) for i in out_indices)
+        if not out_indices or any(not 0 <= i < D for i in out_indices):
+            raise ValueError(f'out_indices must be positions in [0, {D}), got {out_indices}')
+        self.out_indices = out_indices
+        if global_indices is None:
+            global_indices = spread_indices(D, 4) if window_size else tuple(range(D))
+        global_indices = tuple(int(i) + D if int(i) < 0 else int(i) for i in global_indices)
+        if any(not 0 <= i < D for i in global_indices):
+            raise ValueError(f'global_indices must be positions in [0, {D}), got {global_indices}')
+        self.global_indices = global_indices
+
+        C = self.embed_dims
+        self.patch_embed = nn.Module()
+        self.patch_embed.proj = nn.Conv2d(in_channels, C, patch_size, patch_size)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, C))
+        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.grid[0] * self.grid[1], C))
+        self.blocks = nn.ModuleList(SharedBlock(C, a['mlp_ratio'], not own_norms) for _ in range(a['num_layers']))
+        rates = drop_path_rates(D, drop_path_rate)
+        rel_size = max(self.grid) if use_rel_pos else 0
+        self.positions = nn.ModuleList(
+            Position(p, j, C, self.num_heads, a['mlp_ratio'], self.adapter_cfg, own_norms,
+                     gated=function_preserving and self.plan.inserted[p], drop_path=rates[p],
+                     window_size=0 if p in global_indices else window_size, rel_pos_size=rel_size)
+            for p, j in enumerate(self.plan.sources))
+        self.norm = nn.LayerNorm(C, eps=1e-6) if out_type == 'cls_token' else None
+        self.init_cfg = dict(init_cfg) if init_cfg is not None else None
+        self.reset_parameters()
+
+    # ---- initialisation and loading -----------------------------------------------------------------------
+    def reset_parameters(self) -> None:
+        """timm's ViT initialisation for the shared weights; adapters keep their own (zero up-projection)."""
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        nn.init.normal_(self.cls_token, std=1e-6)
+        for block in self.blocks:
+            for m in block.modules():
+                if isinstance(m, nn.Linear):
+                    nn.init.trunc_normal_(m.weight, std=0.02)
+                    nn.init.zeros_(m.bias)
+                elif isinstance(m, nn.LayerNorm):
+                    nn.init.ones_(m.weight)
+                    nn.init.zeros_(m.bias)
+
+    def init_weights(self) -> None:
+        """mmengine hook: load ``init_cfg=dict(type='Pretrained', checkpoint=...)`` if given."""
+        if not self.init_cfg:
+            return
+        kind = self.init_cfg.get('type')
+        if kind != 'Pretrained':
+            raise ValueError(f'ScaleNetViT supports init_cfg=dict(type="Pretrained", checkpoint=...), got {kind!r}')
+        if not self.init_cfg.get('checkpoint'):
+            raise ValueError('init_cfg=dict(type="Pretrained") needs a checkpoint path, URL or "timm:NAME"')
+        self.load_pretrained(self.init_cfg['checkpoint'])
+
+    def load_pretrained(self, checkpoint: Union[str, Mapping[str, torch.Tensor]]) -> Dict[str, Any]:
+        """Load and expand a timm / DeiT / MAE / mmpretrain / ScaleNet checkpoint; returns the load report."""
+        from ..checkpoint import load_into_backbone
+        return load_into_backbone(self, checkpoint)
+
+    def set_fused(self, fused: bool) -> 'ScaleNetViT':
+        """Switch between the fused (fast, default) and the plain reference implementation of the adapters."""
+        for pos in self.positions:
+            pos.fused = fused
+        return self
+
+    # ---- forward ---------------------------------------------------------------------------------------------
+    def _pos_embed_for(self, grid: Tuple[int, int]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Class-slot and spatial position embeddings, the latter resized (bicubic) to ``grid`` if needed."""
+        cls_pos, spatial = self.pos_embed[:, :1], self.pos_embed[:, 1:]
+        if tuple(grid) != self.grid:
+            C = spatial.shape[-1]
+            spatial = spatial.reshape(1, *self.grid, C).permute(0, 3, 1, 2)
+            spatial = F.interpolate(spatial, size=grid, mode='bicubic', align_corners=False)
+            spatial = spatial.permute(0, 2, 3, 1).reshape(1, grid[0] * grid[1], C)
+        return cls_pos, spatial
+
+    def _run(self, p: int, x: torch.Tensor) -> torch.Tensor:
+        pos, block = self.positions[p], self.blocks[self.plan.sources[p]]
+        if self.with_cp and self.training and torch.is_grad_enabled():
+            return checkpoint(pos, x, block, use_reentrant=False)
+        return pos(x, block)
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        if x.dim() != 4:
+            raise ValueError(f'ScaleNetViT expects images (B, C, H, W), got shape {tuple(x.shape)}')
+        ps = self.patch_size
+        pad_h, pad_w = (-x.shape[2]) % ps, (-x.shape[3]) % ps
+        if pad_h or pad_w:  # any input size: pad bottom/right to whole patches
+            x = F.pad(x, (0, pad_w, 0, pad_h))
+        x = self.patch_embed.proj(x)
+        B, C, H, W = x.shape
+        cls_pos, spatial_pos = self._pos_embed_for((H, W))
+        if self.out_type == 'cls_token':
+            x = x.flatten(2).transpose(1, 2)
+            x = torch.cat([self.cls_token.expand(B, -1, -1) + cls_pos, x + spatial_pos], dim=1)
+            for p in range(self.plan.depth):
+                x = self._run(p, x)
+            return (self.norm(x)[:, 0],)
+        x = x.permute(0, 2, 3, 1) + spatial_pos.view(1, H, W, C)
+        outs = []
+        for p in range(self.plan.depth):
+            x = self._run(p, x)
+            if p in self.out_indices:
+                outs.append(x.permute(0, 3, 1, 2).contiguous())
+        return tuple(outs)
