@@ -1,0 +1,43 @@
+"""Shared test fixtures: tiny architectures and locally made timm checkpoints (no downloads)."""
+import os
+import sys
+
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+# A 4-layer ViT small enough for CPU tests in milliseconds.
+TINY_ARCH = dict(embed_dims=64, num_layers=4, num_heads=4, mlp_ratio=2.0)
+
+
+def timm_vit(depth=4, embed_dim=64, num_heads=4, mlp_ratio=2.0, img_size=32, patch_size=8, num_classes=10,
+             seed=0):
+    """A timm VisionTransformer in DeiT layout with random (seeded) weights."""
+    from timm.models.vision_transformer import VisionTransformer
+    torch.manual_seed(seed)
+    model = VisionTransformer(img_size=img_size, patch_size=patch_size, embed_dim=embed_dim, depth=depth,
+                              num_heads=num_heads, mlp_ratio=mlp_ratio, num_classes=num_classes)
+    # non-trivial norms and biases, so that sharing mistakes show up in outputs
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if 'norm' in name or name.endswith('bias'):
+                p.add_(torch.randn_like(p) * 0.1)
+    return model.eval()
+
+
+@pytest.fixture
+def tiny_timm():
+    return timm_vit()
+
+
+@pytest.fixture
+def mmdet_scope():
+    """mmcv's build_norm_layer looks custom norms up in the current default scope."""
+    from mmengine.registry import DefaultScope
+    import mmscalenet  # noqa: F401
+    name = f'mmscalenet-test-{os.getpid()}-{id(object())}'
+    scope = DefaultScope.get_instance(name, scope_name='mmdet')
+    yield scope
