@@ -341,7 +341,9 @@ class ScaleNetViT(nn.Module):
         C = self.embed_dims
         self.patch_embed = nn.Module()
         self.patch_embed.proj = nn.Conv2d(in_channels, C, patch_size, patch_size)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, C))
+        # featmap mode (ViTDet) has no class token: an unused parameter would break DDP without
+        # find_unused_parameters. The position embedding keeps timm's class slot so checkpoints load as they are.
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, C)) if out_type == 'cls_token' else None
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.grid[0] * self.grid[1], C))
         self.blocks = nn.ModuleList(SharedBlock(C, a['mlp_ratio'], not own_norms) for _ in range(a['num_layers']))
         rates = drop_path_rates(D, drop_path_rate)
@@ -359,7 +361,8 @@ class ScaleNetViT(nn.Module):
     def reset_parameters(self) -> None:
         """timm's ViT initialisation for the shared weights; adapters keep their own (zero up-projection)."""
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
-        nn.init.normal_(self.cls_token, std=1e-6)
+        if self.cls_token is not None:
+            nn.init.normal_(self.cls_token, std=1e-6)
         for block in self.blocks:
             for m in block.modules():
                 if isinstance(m, nn.Linear):

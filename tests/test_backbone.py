@@ -1,0 +1,236 @@
+"""ScaleNetViT: timm parity, expansion equivalence, weight sharing, shapes, errors."""
+import copy
+
+import pytest
+import torch
+
+from conftest import TINY_ARCH, timm_vit
+from mmscalenet.checkpoint import CheckpointError
+from mmscalenet.expansion import count_parameters
+from mmscalenet.models import ScaleNetViT
+
+
+def _pre_logits(timm_model, x):
+    return timm_model.forward_head(timm_model.forward_features(x), pre_logits=True)
+
+
+def _untied_timm(base, plan):
+    """A timm ViT of depth D whose block p is a copy of base block g(p)."""
+    deep = timm_vit(depth=plan.depth, seed=1)
+    state = {k: v for k, v in base.state_dict().items() if not k.startswith('blocks.')}
+    for p, j in enumerate(plan.sources):
+        for k, v in base.blocks[j].state_dict().items():
+            state[f'blocks.{p}.{k}'] = v
+    deep.load_state_dict(state)
+    return deep.eval()
+
+
+def _tiny(**kw):
+    kw.setdefault('img_size', 32)
+    kw.setdefault('patch_size', 8)
+    return ScaleNetViT(TINY_ARCH, **kw).eval()
+
+
+def test_deit_tiny_parity_with_timm(tmp_path):
+    import timm
+    torch.manual_seed(0)
+    ref = timm.create_model('deit_tiny_patch16_224', pretrained=False).eval()
+    path = tmp_path / 'deit_tiny.pth'
+    torch.save({'model': ref.state_dict()}, path)      # the official DeiT file layout
+    model = ScaleNetViT('deit-tiny', adapter=None, init_cfg=dict(type='Pretrained', checkpoint=str(path))).eval()
+    model.init_weights()
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        out = model(x)
+    assert isinstance(out, tuple) and out[0].shape == (2, 192)
+    assert (out[0] - _pre_logits(ref, x)).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize('mapping', ['cyclic', 'interleave'])
+@pytest.mark.parametrize('adapter', [dict(type='ParallelAdapter', bottleneck=8), dict(type='LoRA', rank=4)])
+def test_grown_model_equals_untied_timm_copy(tiny_timm, mapping, adapter):
+    model = _tiny(depth=8, mapping=mapping, adapter=adapter)
+    model.load_pretrained(tiny_timm.state_dict())
+    deep = _untied_timm(tiny_timm, model.plan)
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        assert (model(x)[0] - _pre_logits(deep, x)).abs().max() < 1e-5
+
+
+def test_function_preserving_growth_equals_base(tiny_timm):
+    model = _tiny(depth=12, function_preserving=True)
+    model.load_pretrained(tiny_timm.state_dict())
+    # perturb every inserted position's shared-weight *use* through its adapter: gates must still hide it
+    with torch.no_grad():
+        for pos in model.positions:
+            if pos.gate_attn is not None:
+                pos.adapter_attn.up.weight.normal_()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert (model(x)[0] - _pre_logits(tiny_timm, x)).abs().max() < 1e-5
+    assert sum(p.gate_attn is not None for p in model.positions) == 8      # only inserted positions are gated
+
+
+def test_shared_tensors_stored_once():
+    model = _tiny(depth=8)
+    names = [n for n, _ in model.named_parameters()]
+    assert len(names) == len(set(names)) == len(list(model.parameters()))
+    qkv = [k for k in model.state_dict() if k.endswith('attn.qkv.weight')]
+    assert qkv == [f'blocks.{j}.attn.qkv.weight' for j in range(4)]
+    ptrs = [p.data_ptr() for p in model.parameters()]
+    assert len(ptrs) == len(set(ptrs))
+
+
+def test_shared_gradient_is_sum_of_untied_gradients():
+    torch.manual_seed(0)
+    adapter = dict(type='ParallelAdapter', bottleneck=4)
+    grown = ScaleNetViT(TINY_ARCH, depth=8, adapter=adapter, unshared=('norm',), img_size=32, patch_size=8)
+    with torch.no_grad():  # make positions differ, so a wrong tie would change gradients
+        for n, p in grown.named_parameters():
+            if 'adapter' in n or 'norm' in n:
+                p.add_(torch.randn_like(p) * 0.1)
+    arch8 = dict(TINY_ARCH, num_layers=8)
+    untied = ScaleNetViT(arch8, depth=8, adapter=adapter, unshared=('norm',), img_size=32, patch_size=8)
+    state = {}
+    for k, v in grown.state_dict().items():
+        if k.startswith('blocks.'):
+            j, rest = int(k.split('.')[1]), k.split('.', 2)[2]
+            for p in grown.plan.positions_of(j):
+                state[f'blocks.{p}.{rest}'] = v.clone()
+        else:
+            state[k] = v.clone()
+    untied.load_state_dict(state)
+    x = torch.randn(2, 3, 32, 32)
+    grown(x)[0].square().sum().backward()
+    untied(x)[0].square().sum().backward()
+    for j in range(4):
+        for name in ('attn.qkv.weight', 'mlp.fc2.bias'):
+            g_shared = grown.get_parameter(f'blocks.{j}.{name}').grad
+            g_sum = sum(untied.get_parameter(f'blocks.{p}.{name}').grad for p in grown.plan.positions_of(j))
+            assert torch.allclose(g_shared, g_sum, atol=1e-6, rtol=1e-4)
+
+
+def test_deit_small_24_layers_costs_at_most_five_percent_more():
+    import timm
+    base = sum(p.numel() for p in timm.create_model('deit_small_patch16_224', pretrained=False,
+                                                     num_classes=0).parameters())
+    grown = count_parameters(ScaleNetViT('deit-small', depth=24))
+    assert grown['unique'] <= 1.05 * base
+    assert grown['untied'] > 1.9 * base          # what an untied 24-layer model would cost
+
+
+@pytest.mark.parametrize('size', [(32, 32), (37, 50), (9, 70)])
+def test_featmap_shapes_any_input_size(size):
+    model = _tiny(depth=6, out_type='featmap', out_indices=(1, 5), window_size=2, use_rel_pos=True)
+    outs = model(torch.randn(2, 3, *size))
+    expect = (2, 64, -(-size[0] // 8), -(-size[1] // 8))
+    assert [tuple(o.shape) for o in outs] == [expect, expect]
+
+
+def test_fused_adapters_match_reference_in_forward_and_gradients():
+    for adapter in (dict(type='ParallelAdapter', bottleneck=8), dict(type='LoRA', rank=4)):
+        torch.manual_seed(0)
+        fused = _tiny(depth=8, adapter=adapter, out_type='featmap', window_size=2, use_rel_pos=True).train()
+        with torch.no_grad():
+            for n, p in fused.named_parameters():
+                if 'positions' in n:
+                    p.normal_(std=0.05)
+        ref = copy.deepcopy(fused).set_fused(False)
+        x = torch.randn(2, 3, 40, 32)
+        out_f, out_r = fused(x)[0], ref(x)[0]
+        assert (out_f - out_r).abs().max() < 1e-5
+        out_f.square().mean().backward()
+        out_r.square().mean().backward()
+        for (n, a), (_, b) in zip(fused.named_parameters(), ref.named_parameters()):
+            assert torch.allclose(a.grad, b.grad, atol=1e-5, rtol=1e-4), n
+
+
+def test_with_cp_gives_same_gradients():
+    torch.manual_seed(0)
+    model = _tiny(depth=6).train()
+    cp = copy.deepcopy(model)
+    cp.with_cp = True
+    x = torch.randn(2, 3, 32, 32)
+    model(x)[0].sum().backward()
+    cp(x)[0].sum().backward()
+    for (n, a), (_, b) in zip(model.named_parameters(), cp.named_parameters()):
+        assert torch.allclose(a.grad, b.grad, atol=1e-6), n
+
+
+def test_drop_path_is_linear_over_grown_depth():
+    model = _tiny(depth=8, drop_path_rate=0.7)
+    rates = [p.drop_path for p in model.positions]
+    assert rates[0] == 0.0 and abs(rates[-1] - 0.7) < 1e-9
+    assert all(abs((b - a) - 0.1) < 1e-9 for a, b in zip(rates, rates[1:]))
+
+
+def test_window_and_global_positions_spread_over_depth():
+    model = _tiny(depth=8, out_type='featmap', window_size=2)
+    assert model.global_indices == (1, 3, 5, 7)
+    assert [p.window_size for p in model.positions] == [2, 0] * 4
+
+
+def test_unshared_norms_are_copied_from_source_layer(tiny_timm):
+    model = _tiny(depth=8, unshared=('norm',))
+    report = model.load_pretrained(tiny_timm.state_dict())
+    assert model.blocks[0].norm1 is None
+    assert torch.equal(model.positions[5].norm1.weight, tiny_timm.blocks[1].norm1.weight)
+    assert len(report['expanded']) == 8 * 4 and not [k for k in report['new'] if 'norm' in k]
+
+
+def test_loading_resizes_position_embedding(tiny_timm):
+    model = ScaleNetViT(TINY_ARCH, img_size=48, patch_size=8, adapter=None)
+    report = model.load_pretrained(tiny_timm.state_dict())
+    assert model.pos_embed.shape == (1, 1 + 36, 64)
+    assert report['resized'] == ['pos_embed 17 -> 37 tokens']
+
+
+def test_loading_classifier_and_mmpretrain_layouts(tiny_timm):
+    state = tiny_timm.state_dict()
+    prefixed = {f'backbone.{k}': v for k, v in state.items() if not k.startswith('head')}
+    prefixed.update({f'head.{k[5:]}': v for k, v in state.items() if k.startswith('head')})
+    renamed = {}
+    for k, v in state.items():
+        k = k.replace('blocks.', 'layers.').replace('norm1', 'ln1').replace('norm2', 'ln2')
+        k = k.replace('mlp.fc1', 'ffn.layers.0.0').replace('mlp.fc2', 'ffn.layers.1')
+        k = k.replace('patch_embed.proj', 'patch_embed.projection')
+        renamed['ln1' + k[4:] if k.startswith('norm.') else k] = v
+    x = torch.randn(1, 3, 32, 32)
+    for layout in (prefixed, {'state_dict': renamed}):
+        model = _tiny(adapter=None)
+        report = model.load_pretrained(layout)
+        assert not report['new']
+        with torch.no_grad():
+            assert (model(x)[0] - _pre_logits(tiny_timm, x)).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize('kwargs, err, match', [
+    (dict(depth=3), ValueError, 'smaller than the base depth'),
+    (dict(depth=6, mapping=[0, 1, 2, 3]), ValueError, 'has 4 entries'),
+    (dict(depth=5, mapping=[0, 1, 2, 3, 7]), ValueError, 'out of range'),
+    (dict(adapter=dict(type='Prefix')), ValueError, "unknown adapter type 'Prefix'"),
+    (dict(adapter=dict(type='LoRA', rnk=4)), TypeError, 'unknown arguments'),
+    (dict(arch='deit-huge'), ValueError, 'unknown arch'),
+    (dict(out_type='pooled'), ValueError, 'out_type'),
+    (dict(window_size=4), ValueError, 'featmap'),
+])
+def test_bad_arguments_raise_clear_errors(kwargs, err, match):
+    kwargs.setdefault('arch', TINY_ARCH)
+    with pytest.raises(err, match=match):
+        ScaleNetViT(**kwargs)
+
+
+def test_checkpoint_errors_name_the_problem(tmp_path, tiny_timm):
+    model = _tiny()
+    with pytest.raises(FileNotFoundError, match='missing.pth'):
+        model.load_pretrained(str(tmp_path / 'missing.pth'))
+    corrupt = tmp_path / 'corrupt.pth'
+    corrupt.write_bytes(b'not a checkpoint at all')
+    with pytest.raises(CheckpointError, match='corrupt.pth'):
+        model.load_pretrained(str(corrupt))
+    wide = timm_vit(embed_dim=96, num_heads=4)
+    with pytest.raises(CheckpointError, match='width 96'):
+        model.load_pretrained(wide.state_dict())
+    deeper = timm_vit(depth=6)
+    with pytest.raises(CheckpointError, match='6 base layers'):
+        model.load_pretrained(deeper.state_dict())
