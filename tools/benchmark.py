@@ -1,0 +1,256 @@
+#!/usr/bin/env python
+"""Throughput and memory of a ScaleNet model against timm's ViT, side by side in one process and one run.
+
+Classification (default): the grown ScaleNetViT + linear head against timm's ``VisionTransformer`` of the same
+depth D and of the base depth L. Detection (``--detection``): the featmap backbone at 1024x1024 with window
+attention and relative positions against timm's ViTDet-style (SAM) backbone of the same depth.
+
+Each model: warm-up steps, then ``--repeats`` timed repeats of ``--steps`` steps; the median is reported.
+A train step is forward + backward + AdamW step; inference is a no-grad forward. Peak memory is CUDA max allocated
+on GPU and the process's peak RSS (VmHWM, reset before each model) on CPU. Needs only torch and timm.
+
+Examples:
+    python tools/benchmark.py --device cpu --arch deit-small --depth 24 --batch-size 8
+    python tools/benchmark.py --device cuda --amp bf16 --batch-size 128 --arch deit-base --depth 24 --compile
+    python tools/benchmark.py --device cuda --amp bf16 --detection --batch-size 2 --depth 24 --json
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import platform
+import statistics
+import sys
+import time
+from datetime import datetime, timezone
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split('\n\n', 1)[1])
+    p.add_argument('--arch', default='deit-small', help='deit-tiny | deit-small | deit-base, or '
+                   'EMBED,LAYERS,HEADS for a custom size (default deit-small)')
+    p.add_argument('--depth', type=int, default=None, help='grown depth D (default 2x the base depth)')
+    p.add_argument('--adapter', choices=['parallel', 'lora', 'none'], default='parallel')
+    p.add_argument('--bottleneck', type=int, default=16)
+    p.add_argument('--rank', type=int, default=8)
+    p.add_argument('--batch-size', type=int, default=8)
+    p.add_argument('--img-size', type=int, default=None, help='default 224 (1024 with --detection)')
+    p.add_argument('--device', choices=['cpu', 'cuda'], default='cuda' if torch.cuda.is_available() else 'cpu')
+    p.add_argument('--amp', choices=['none', 'bf16'], default='none', help='autocast dtype (default none)')
+    p.add_argument('--compile', action='store_true', help='torch.compile every model')
+    p.add_argument('--detection', action='store_true', help='featmap backbone with window attention')
+    p.add_argument('--window-size', type=int, default=14)
+    p.add_argument('--modes', default='train,infer', help='comma list of train,infer')
+    p.add_argument('--warmup', type=int, default=3)
+    p.add_argument('--steps', type=int, default=5, help='steps per timed repeat')
+    p.add_argument('--repeats', type=int, default=3)
+    p.add_argument('--no-base', action='store_true', help='skip timm at the base depth')
+    p.add_argument('--json', action='store_true', help='print one JSON document instead of the table')
+    args = p.parse_args(argv)
+    if args.img_size is None:
+        args.img_size = 1024 if args.detection else 224
+    if args.device == 'cuda' and not torch.cuda.is_available():
+        p.error('--device cuda requested but CUDA is not available')
+    modes = [m for m in args.modes.split(',') if m]
+    if not modes or set(modes) - {'train', 'infer'}:
+        p.error(f'--modes must be a comma list of train,infer; got {args.modes!r}')
+    args.modes = modes
+    return args
+
+
+def _arch(spec):
+    from mmscalenet.models import resolve_arch
+    if ',' in spec:
+        e, l, h = (int(v) for v in spec.split(','))
+        return resolve_arch(dict(embed_dims=e, num_layers=l, num_heads=h))
+    return resolve_arch(spec)
+
+
+class _Classifier(nn.Module):
+    """ScaleNet backbone + linear head, so the train step matches timm's classifier."""
+
+    def __init__(self, backbone, num_classes=1000):
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(backbone.embed_dims, num_classes)
+
+    def forward(self, x):
+        return self.head(self.backbone(x)[0])
+
+
+def build_models(args):
+    """(name, model, is_scalenet) in the order they are measured."""
+    import timm.models.vision_transformer as tvit
+
+    from mmscalenet.models import ScaleNetViT
+    a = _arch(args.arch)
+    L = a['num_layers']
+    D = args.depth or 2 * L
+    adapter = {'parallel': dict(type='ParallelAdapter', bottleneck=args.bottleneck),
+               'lora': dict(type='LoRA', rank=args.rank), 'none': None}[args.adapter]
+    common = dict(embed_dim=a['embed_dims'], num_heads=a['num_heads'], mlp_ratio=a['mlp_ratio'])
+    models = []
+    if args.detection:
+        from timm.models.vision_transformer_sam import VisionTransformerSAM
+        from mmscalenet.expansion import spread_indices
+        glob = spread_indices(D, 4)
+        sn = ScaleNetViT(a, depth=D, adapter=adapter, img_size=args.img_size, out_type='featmap',
+                         window_size=args.window_size, use_rel_pos=True, global_indices=glob)
+        models.append((f'scalenet {L}->{D} featmap', sn, True))
+        plain = VisionTransformerSAM(img_size=args.img_size, depth=D, window_size=args.window_size,
+                                     global_attn_indexes=glob, use_rel_pos=True, neck_chans=0, num_classes=0,
+                                     **common)
+        models.append((f'timm ViTDet-style (SAM) depth {D}', _FeaturesOnly(plain), False))
+    else:
+        sn = _Classifier(ScaleNetViT(a, depth=D, adapter=adapter, img_size=args.img_size))
+        models.append((f'scalenet {L}->{D} ({args.adapter})', sn, True))
+        models.append((f'timm ViT depth {D}', tvit.VisionTransformer(img_size=args.img_size, depth=D,
+                                                                      **common), False))
+        if not args.no_base:
+            models.append((f'timm ViT depth {L}', tvit.VisionTransformer(img_size=args.img_size, depth=L,
+                                                                          **common), False))
+    return models, L, D
+
+
+class _FeaturesOnly(nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model.forward_features(x)
+
+
+def _loss(out):
+    if isinstance(out, (tuple, list)):
+        out = out[-1]
+    return out.float().square().mean()
+
+
+def _reset_peak(device):
+    if device == 'cuda':
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    else:
+        try:
+            with open('/proc/self/clear_refs', 'w') as f:
+                f.write('5')   # resets VmHWM (peak RSS) on Linux
+        except OSError:
+            pass
+
+
+def _peak_mib(device):
+    if device == 'cuda':
+        return torch.cuda.max_memory_allocated() / 2 ** 20
+    try:
+        with open('/proc/self/status') as f:
+            for line in f:
+                if line.startswith('VmHWM:'):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure(model, args, mode):
+    device = torch.device(args.device)
+    model = model.to(device)
+    x = torch.randn(args.batch_size, 3, args.img_size, args.img_size, device=device)
+    amp = torch.autocast(args.device, dtype=torch.bfloat16, enabled=args.amp == 'bf16')
+    if mode == 'train':
+        model.train()
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, fused=None)
+
+        def step():
+            with amp:
+                loss = _loss(fn(x))
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+    else:
+        model.eval()
+
+        def step():
+            with torch.no_grad(), amp:
+                fn(x)
+    fn = torch.compile(model) if args.compile else model
+    sync = torch.cuda.synchronize if args.device == 'cuda' else (lambda: None)
+    _reset_peak(args.device)
+    for _ in range(args.warmup):
+        step()
+    sync()
+    rates = []
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        for _ in range(args.steps):
+            step()
+        sync()
+        rates.append(args.steps * args.batch_size / (time.perf_counter() - t0))
+    peak = _peak_mib(args.device)
+    if mode == 'train':
+        del opt
+    return dict(img_per_s=statistics.median(rates), repeats=rates, peak_mib=peak)
+
+
+def unique_params(model):
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    torch.manual_seed(0)
+    models, L, D = build_models(args)
+    device_name = torch.cuda.get_device_name() if args.device == 'cuda' else (platform.processor() or
+                                                                             platform.machine())
+    if args.device == 'cpu':
+        device_name += f', {torch.get_num_threads()} threads'
+    results = []
+    for name, model, is_sn in models:
+        row = dict(model=name, scalenet=is_sn, params=unique_params(model))
+        for mode in args.modes:
+            print(f'[benchmark] {name}: {mode} ...', file=sys.stderr, flush=True)
+            r = measure(model, args, mode)
+            row[f'{mode}_img_per_s'] = r['img_per_s']
+            row[f'{mode}_repeats'] = r['repeats']
+            row[f'{mode}_peak_mib'] = r['peak_mib']
+        model.cpu()
+        results.append(row)
+        del model
+        if args.device == 'cuda':
+            torch.cuda.empty_cache()
+    sn, same = results[0], results[1]
+    ratios = {f'{m}_vs_timm_same_depth': sn[f'{m}_img_per_s'] / same[f'{m}_img_per_s'] for m in args.modes}
+    ratios['params_vs_timm_same_depth'] = sn['params'] / same['params']
+    if 'train' in args.modes:
+        ratios['train_peak_mem_vs_timm_same_depth'] = sn['train_peak_mib'] / same['train_peak_mib']
+    doc = dict(date=datetime.now(timezone.utc).strftime('%Y-%m-%d'), device=device_name,
+               torch=torch.__version__, command='python tools/benchmark.py ' + ' '.join(sys.argv[1:]),
+               settings=dict(arch=args.arch, base_depth=L, depth=D, adapter=args.adapter, batch_size=args.batch_size,
+                             img_size=args.img_size, amp=args.amp, compile=args.compile, detection=args.detection,
+                             warmup=args.warmup, steps=args.steps, repeats=args.repeats),
+               results=results, ratios=ratios)
+    if args.json:
+        print(json.dumps(doc, indent=2))
+        return doc
+    print(f'{doc["date"]}  {device_name}  torch {torch.__version__}  batch {args.batch_size}  '
+          f'{args.img_size}px  amp {args.amp}  compile {args.compile}')
+    head = '| model | unique params (M) |' + ''.join(f' {m} img/s | {m} peak MiB |' for m in args.modes)
+    print(head)
+    print('|' + ' --- |' * (2 + 2 * len(args.modes)))
+    for r in results:
+        cells = ''.join(f' {r[f"{m}_img_per_s"]:.1f} | {r[f"{m}_peak_mib"]:.0f} |' for m in args.modes)
+        print(f'| {r["model"]} | {r["params"] / 1e6:.2f} |{cells}')
+    print('ratios (scalenet / timm same depth): ' + ', '.join(f'{k}={v:.3f}' for k, v in ratios.items()))
+    return doc
+
+
+if __name__ == '__main__':
+    main()

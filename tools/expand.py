@@ -1,0 +1,87 @@
+#!/usr/bin/env python
+"""Grow a pretrained ViT checkpoint with ScaleNet and write the grown checkpoint (ScaleNet format).
+
+Prints the depth plan (which base layer each position uses) and the parameter table. The output stores each
+shared tensor once plus the plan; load it with ``init_cfg=dict(type='Pretrained', checkpoint=DST)``.
+
+Examples:
+    python tools/expand.py deit_small_patch16_224-cd65a155.pth deit-s-24l.pth --arch deit-small --depth 24
+    python tools/expand.py timm:deit_base_patch16_224.fb_in1k deit-b-24l.pth --arch deit-base --depth 24 \\
+        --mapping interleave --adapter lora --rank 8
+"""
+import argparse
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split('\n\n', 2)[2])
+    p.add_argument('src', help='pretrained checkpoint: a .pth/.safetensors path, an http(s) URL or timm:NAME')
+    p.add_argument('dst', help='output checkpoint (.pth or .safetensors); written only if everything succeeds')
+    p.add_argument('--arch', default='deit-small', help='deit-tiny | deit-small | deit-base (default deit-small)')
+    p.add_argument('--depth', type=int, required=True, help='grown depth D (>= the base depth)')
+    p.add_argument('--mapping', default='cyclic',
+                   help="'cyclic' (default), 'interleave', or a comma-separated list of D base-layer indices")
+    p.add_argument('--adapter', choices=['parallel', 'lora', 'none'], default='parallel',
+                   help='per-position adjustment parameters (default parallel adapters)')
+    p.add_argument('--bottleneck', type=int, default=16, help='parallel adapter bottleneck (default 16)')
+    p.add_argument('--rank', type=int, default=8, help='LoRA rank (default 8)')
+    p.add_argument('--alpha', type=float, default=16.0, help='LoRA alpha (default 16)')
+    p.add_argument('--function-preserving', action='store_true',
+                   help='zero-initialised residual gates on inserted positions (grown model == base at step 0)')
+    p.add_argument('--unshared', nargs='*', default=[], choices=['norm'],
+                   help='tensors each position gets its own copy of (default: none, norms shared)')
+    p.add_argument('--img-size', type=int, default=224, help='pretraining image size (default 224)')
+    p.add_argument('--patch-size', type=int, default=16, help='patch size (default 16)')
+    p.add_argument('--no-head', action='store_true', help='do not carry the classifier head over')
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    import torch
+
+    from mmscalenet.checkpoint import (CheckpointError, backbone_state_dict, resolve_checkpoint, save_scalenet,
+                                       split_checkpoint)
+    from mmscalenet.expansion import count_parameters, format_parameter_table
+    from mmscalenet.models import ScaleNetViT
+
+    mapping = args.mapping
+    if mapping not in ('cyclic', 'interleave'):
+        try:
+            mapping = [int(v) for v in mapping.split(',')]
+        except ValueError:
+            raise SystemExit(f'--mapping must be cyclic, interleave or comma-separated integers, got {mapping!r}')
+    adapter = {'parallel': dict(type='ParallelAdapter', bottleneck=args.bottleneck),
+               'lora': dict(type='LoRA', rank=args.rank, alpha=args.alpha), 'none': None}[args.adapter]
+    try:
+        model = ScaleNetViT(args.arch, depth=args.depth, mapping=mapping, adapter=adapter,
+                            function_preserving=args.function_preserving, unshared=tuple(args.unshared),
+                            img_size=args.img_size, patch_size=args.patch_size)
+        state, _ = split_checkpoint(resolve_checkpoint(args.src))
+        report = model.load_pretrained(state)
+        _, head = backbone_state_dict(state)
+    except (ValueError, TypeError, FileNotFoundError, CheckpointError) as err:
+        raise SystemExit(f'error: {err}')
+    if not report['loaded']:
+        raise SystemExit(f'error: nothing in {args.src} matched the model; is it a ViT checkpoint?')
+
+    print(model.plan.describe())
+    base = ScaleNetViT(args.arch, adapter=None, img_size=args.img_size, patch_size=args.patch_size)
+    base_count = count_parameters(base)['unique']
+    print(f'\nbase model ({model.plan.base_depth} layers, no adapters): {base_count:,} parameters '
+          f'(backbone, without head)')
+    print(format_parameter_table(count_parameters(model), reference=base_count))
+    print(f'\nloaded {len(report["loaded"])} tensors, {len(report["expanded"])} per-position copies, '
+          f'{len(report["new"])} newly initialised, {len(report["ignored"])} ignored')
+    save_scalenet(model, args.dst, head=None if args.no_head else head)
+    print(f'wrote {args.dst}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
