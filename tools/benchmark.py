@@ -5,9 +5,11 @@ Classification (default): the grown ScaleNetViT + linear head against timm's ``V
 depth D and of the base depth L. Detection (``--detection``): the featmap backbone at 1024x1024 with window
 attention and relative positions against timm's ViTDet-style (SAM) backbone of the same depth.
 
-Each model: warm-up steps, then ``--repeats`` timed repeats of ``--steps`` steps; the median is reported.
-A train step is forward + backward + AdamW step; inference is a no-grad forward. Peak memory is CUDA max allocated
-on GPU and the process's peak RSS (VmHWM, reset before each model) on CPU. Needs only torch and timm.
+Each model: warm-up steps, then ``--repeats`` timed repeats of ``--steps`` steps, interleaved across the models
+so that load drifts hit all alike; the median is reported. A train step is forward + backward + AdamW step;
+inference is a no-grad forward. Peak memory (one step of one model, measured separately) is CUDA max allocated on
+GPU and peak RSS (VmHWM) on CPU; where the kernel cannot reset VmHWM, the CPU figure is the process-wide peak and
+``peak_mem_scope`` says 'process'. Needs only torch and timm.
 
 Examples:
     python tools/benchmark.py --device cpu --arch deit-small --depth 24 --batch-size 8
@@ -38,7 +40,7 @@ def parse_args(argv=None):
                    'EMBED,LAYERS,HEADS for a custom size (default deit-small)')
     p.add_argument('--depth', type=int, default=None, help='grown depth D (default 2x the base depth)')
     p.add_argument('--adapter', choices=['parallel', 'lora', 'none'], default='parallel')
-    p.add_argument('--bottleneck', type=int, default=16)
+    p.add_argument('--bottleneck', type=int, default=8)
     p.add_argument('--rank', type=int, default=8)
     p.add_argument('--batch-size', type=int, default=8)
     p.add_argument('--img-size', type=int, default=None, help='default 224 (1024 with --detection)')
@@ -135,69 +137,96 @@ def _loss(out):
 
 
 def _reset_peak(device):
+    """Reset the peak-memory counter; returns False where the platform cannot (then peaks are process-wide)."""
     if device == 'cuda':
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    else:
-        try:
-            with open('/proc/self/clear_refs', 'w') as f:
-                f.write('5')   # resets VmHWM (peak RSS) on Linux
-        except OSError:
-            pass
+        return True
+    try:
+        with open('/proc/self/clear_refs', 'w') as f:
+            f.write('5')   # resets VmHWM (peak RSS) on Linux
+        status = _proc_status()
+        return status['VmHWM'] <= status['VmRSS'] * 1.01
+    except (OSError, KeyError):
+        return False
+
+
+def _proc_status():
+    out = {}
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith(('VmHWM:', 'VmRSS:')):
+                key, value = line.split(':', 1)
+                out[key] = int(value.split()[0]) / 1024
+    return out
 
 
 def _peak_mib(device):
     if device == 'cuda':
         return torch.cuda.max_memory_allocated() / 2 ** 20
     try:
-        with open('/proc/self/status') as f:
-            for line in f:
-                if line.startswith('VmHWM:'):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    import resource
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return _proc_status()['VmHWM']
+    except (OSError, KeyError):
+        import resource
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def measure(model, args, mode):
+def make_step(model, fn, args, mode):
+    """One train step (forward, backward, AdamW) or one no-grad forward, on a fixed random batch."""
     device = torch.device(args.device)
-    model = model.to(device)
     x = torch.randn(args.batch_size, 3, args.img_size, args.img_size, device=device)
     amp = torch.autocast(args.device, dtype=torch.bfloat16, enabled=args.amp == 'bf16')
-    if mode == 'train':
-        model.train()
-        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, fused=None)
-
-        def step():
-            with amp:
-                loss = _loss(fn(x))
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-    else:
+    if mode == 'infer':
         model.eval()
 
-        def step():
+        def infer():
             with torch.no_grad(), amp:
                 fn(x)
-    fn = torch.compile(model) if args.compile else model
-    sync = torch.cuda.synchronize if args.device == 'cuda' else (lambda: None)
-    _reset_peak(args.device)
-    for _ in range(args.warmup):
-        step()
-    sync()
-    rates = []
-    for _ in range(args.repeats):
-        t0 = time.perf_counter()
-        for _ in range(args.steps):
+        return infer
+    model.train()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+
+    def train():
+        with amp:
+            loss = _loss(fn(x))
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return train
+
+
+def _sync(args):
+    if args.device == 'cuda':
+        torch.cuda.synchronize()
+
+
+def measure_memory(model, fn, args, mode):
+    """Peak memory of one step of this model alone (after a warm-up step)."""
+    step = make_step(model, fn, args, mode)
+    step()
+    _sync(args)
+    scoped = _reset_peak(args.device)
+    step()
+    _sync(args)
+    return _peak_mib(args.device), ('model' if scoped else 'process')
+
+
+def measure_speed(models, fns, args, mode):
+    """Images/s per model; repeats are interleaved across models so load drifts hit all of them alike."""
+    steps = [make_step(m, f, args, mode) for m, f in zip(models, fns)]
+    for step in steps:
+        for _ in range(args.warmup):
             step()
-        sync()
-        rates.append(args.steps * args.batch_size / (time.perf_counter() - t0))
-    peak = _peak_mib(args.device)
-    if mode == 'train':
-        del opt
-    return dict(img_per_s=statistics.median(rates), repeats=rates, peak_mib=peak)
+    _sync(args)
+    rates = [[] for _ in steps]
+    for _ in range(args.repeats):
+        for i, step in enumerate(steps):
+            t0 = time.perf_counter()
+            for _ in range(args.steps):
+                step()
+            _sync(args)
+            rates[i].append(args.steps * args.batch_size / (time.perf_counter() - t0))
+    return rates
 
 
 def unique_params(model):
@@ -212,20 +241,22 @@ def main(argv=None):
                                                                              platform.machine())
     if args.device == 'cpu':
         device_name += f', {torch.get_num_threads()} threads'
-    results = []
-    for name, model, is_sn in models:
-        row = dict(model=name, scalenet=is_sn, params=unique_params(model))
-        for mode in args.modes:
-            print(f'[benchmark] {name}: {mode} ...', file=sys.stderr, flush=True)
-            r = measure(model, args, mode)
-            row[f'{mode}_img_per_s'] = r['img_per_s']
-            row[f'{mode}_repeats'] = r['repeats']
-            row[f'{mode}_peak_mib'] = r['peak_mib']
-        model.cpu()
-        results.append(row)
-        del model
-        if args.device == 'cuda':
-            torch.cuda.empty_cache()
+    device = torch.device(args.device)
+    for _, model, _ in models:
+        model.to(device)
+    fns = [torch.compile(m) if args.compile else m for _, m, _ in models]
+    results = [dict(model=name, scalenet=is_sn, params=unique_params(m)) for name, m, is_sn in models]
+    for mode in args.modes:
+        for row, (name, model, _), fn in zip(results, models, fns):
+            print(f'[benchmark] {name}: {mode} memory ...', file=sys.stderr, flush=True)
+            row[f'{mode}_peak_mib'], row['peak_mem_scope'] = measure_memory(model, fn, args, mode)
+            model.zero_grad(set_to_none=True)
+            if args.device == 'cuda':
+                torch.cuda.empty_cache()
+        print(f'[benchmark] {mode} speed, {args.repeats} interleaved repeats ...', file=sys.stderr, flush=True)
+        for row, rates in zip(results, measure_speed([m for _, m, _ in models], fns, args, mode)):
+            row[f'{mode}_img_per_s'] = statistics.median(rates)
+            row[f'{mode}_repeats'] = rates
     sn, same = results[0], results[1]
     ratios = {f'{m}_vs_timm_same_depth': sn[f'{m}_img_per_s'] / same[f'{m}_img_per_s'] for m in args.modes}
     ratios['params_vs_timm_same_depth'] = sn['params'] / same['params']

@@ -28,7 +28,7 @@ def parse_args(argv=None):
                    help="'cyclic' (default), 'interleave', or a comma-separated list of D base-layer indices")
     p.add_argument('--adapter', choices=['parallel', 'lora', 'none'], default='parallel',
                    help='per-position adjustment parameters (default parallel adapters)')
-    p.add_argument('--bottleneck', type=int, default=16, help='parallel adapter bottleneck (default 16)')
+    p.add_argument('--bottleneck', type=int, default=8, help='parallel adapter bottleneck (default 8)')
     p.add_argument('--rank', type=int, default=8, help='LoRA rank (default 8)')
     p.add_argument('--alpha', type=float, default=16.0, help='LoRA alpha (default 16)')
     p.add_argument('--function-preserving', action='store_true',

@@ -202,16 +202,23 @@ class Position(nn.Module):
         z = F.linear(h, torch.cat([weight, adapter.down.weight]), torch.cat([bias, adapter.down.bias]))
         return z[..., :n], z[..., n:]
 
-    def _adapter_out(self, y: torch.Tensor, down: Optional[torch.Tensor],
+    def _project_out(self, h: torch.Tensor, linear: nn.Linear, name: str, down: Optional[torch.Tensor],
                      adapter: Optional[ParallelAdapter]) -> torch.Tensor:
+        """The sub-layer's output projection ``linear(h)`` plus the adapter's ``scale * up(relu(down))``.
+
+        Fused: the adapter's up-bias is folded into the projection's bias and the up-projection is one ``addmm``
+        that adds into the projection output, so the adapter adds no extra pass over the activations.
+        """
         if adapter is None:
-            return y
+            return self._linear(h, linear, name, None)[0]
         if not self.fused:
-            return y + adapter.up(torch.relu(down)) * adapter.scale
-        # one GEMM with the add fused in: y + scale * relu(down) @ up.W^T + scale * up.b
-        flat = torch.addmm(y.reshape(-1, y.shape[-1]), torch.relu(down).reshape(-1, down.shape[-1]),
-                           adapter.up.weight.t(), alpha=adapter.scale)
-        return flat.view_as(y) + adapter.up.bias * adapter.scale
+            return self._linear(h, linear, name, None)[0] + adapter.up(torch.relu(down)) * adapter.scale
+        bias = linear.bias + adapter.up.bias * adapter.scale
+        y = F.linear(h, self._weight(linear, name), bias)
+        r = down.shape[-1]
+        flat = torch.addmm(y.reshape(-1, y.shape[-1]), torch.relu(down).reshape(-1, r), adapter.up.weight.t(),
+                           alpha=adapter.scale)
+        return flat.view_as(y)
 
     def _residual(self, x: torch.Tensor, branch: torch.Tensor, gate: Optional[torch.Tensor]) -> torch.Tensor:
         if gate is not None:
@@ -233,13 +240,11 @@ class Position(nn.Module):
             bias = decomposed_rel_pos_bias(q, grid, self.rel_pos_h, self.rel_pos_w)
         o = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
         o = o.transpose(1, 2).reshape(B, N, C)
-        y, _ = self._linear(o, block.attn.proj, 'proj', None)
-        return self._adapter_out(y, down, self.adapter_attn)
+        return self._project_out(o, block.attn.proj, 'proj', down, self.adapter_attn)
 
     def _mlp(self, h: torch.Tensor, block: SharedBlock) -> torch.Tensor:
         z, down = self._linear(h, block.mlp.fc1, 'fc1', self.adapter_mlp)
-        y, _ = self._linear(F.gelu(z), block.mlp.fc2, 'fc2', None)
-        return self._adapter_out(y, down, self.adapter_mlp)
+        return self._project_out(F.gelu(z), block.mlp.fc2, 'fc2', down, self.adapter_mlp)
 
     def forward(self, x: torch.Tensor, block: SharedBlock) -> torch.Tensor:
         """``x``: (B, N, C) tokens (class-token mode) or (B, H, W, C) feature map (dense mode)."""
@@ -269,7 +274,7 @@ class ScaleNetViT(nn.Module):
         arch: 'deit-tiny' | 'deit-small' | 'deit-base' | dict(embed_dims, num_layers, num_heads, mlp_ratio).
         depth: expanded depth D >= L (default L).
         mapping: 'cyclic' (default), 'interleave' or an explicit list of D base-layer indices.
-        adapter: dict(type='ParallelAdapter', bottleneck=16, sites=('attn', 'mlp')) (default),
+        adapter: dict(type='ParallelAdapter', bottleneck=8, sites=('attn', 'mlp')) (default),
             dict(type='LoRA', rank=8, alpha=16, targets=('qkv', 'proj', 'fc1', 'fc2')) or None.
         function_preserving: inserted positions get residual gates starting at 0, so at step 0 the grown model
             computes exactly the pretrained model.
