@@ -1,40 +1,80 @@
 """Checkpoints: safe loading, key conversion (timm / DeiT / MAE / mmpretrain / detector), the ScaleNet format.
 
-Pure torch (timm only for ``timm:NAME`` sources). Every load uses ``torch.load(weights_only=True)``: a file that
-carries pickled objects other than tensors and plain containers is refused, and its payload never runs.
+Pure torch at import time (timm only for ``timm:NAME`` sources, mmengine only inside
+:func:`install_mmengine_safe_load`). Every load uses ``torch.load(weights_only=True)``: a file that carries pickled
+objects other than tensors, plain containers and an explicit allow-list of data types is refused, and its payload
+never runs.
 
-The ScaleNet format is ``{'state_dict': unique tensors, 'meta': {'scalenet': {...plan, arch, adapter...}}}``:
-each shared tensor is stored once; the plan in the metadata says how to re-tie it.
+The ScaleNet format is ``{'state_dict': unique tensors, 'meta': {'scalenet': {...plan, arch, adapter...}}}``
+(``.pth``) or the same tensors with the metadata as JSON (``.safetensors``): each shared tensor is stored once and
+the plan in the metadata says how to re-tie it, so the file round-trips bit-exactly and safetensors never sees two
+tensors sharing memory. A checkpoint saved at one depth loads into a model of another depth (same base layers):
+per-position parameters follow their base layer (the k-th position that runs layer j takes the k-th such position's
+parameters), positions without a counterpart start fresh.
 """
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import pickle
 import re
 import tempfile
 import zipfile
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 
-from .expansion import DepthPlan, expand_state_dict, make_depth_plan
+from .expansion import DepthPlan, expand_state_dict, make_depth_plan, untie_state_dict
 from .utils import log
 
 FORMAT_VERSION = 1
 META_KEY = 'scalenet'
 # Objects that official DeiT / MAE checkpoints carry besides tensors; plain data, safe to allow.
 _SAFE_EXTRA_GLOBALS = [argparse.Namespace]
+_POSITION_KEY = re.compile(r'^positions\.(\d+)\.(.+)$')
 
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used: unreadable, unsafe, or not matching the model."""
 
 
+class NotMergeableError(CheckpointError):
+    """The model cannot be written as a plain (untied) timm ViT."""
+
+
 # ---- reading ---------------------------------------------------------------------------------------------------
+def _refusal(path: str, err: Exception) -> CheckpointError:
+    text = str(err)
+    first = text.strip().splitlines()[0] if text.strip() else type(err).__name__
+    m = re.search(r'Unsupported operand (\d+)', text)
+    if m:
+        return CheckpointError(f'{path} is not a readable PyTorch checkpoint (corrupt, or a pickle using opcode '
+                               f'{m.group(1)}, which safe loading does not allow); nothing in it was executed')
+    if 'GLOBAL' in text or 'Unsupported' in text or 'Can only' in text or 'Weights only' in text:
+        return CheckpointError(
+            f'refused to load {path}: it carries pickled objects that are not tensors or plain data '
+            f'({_unsupported_global(err) or first}). Loading it could run code stored in the file, so nothing in it '
+            f'was executed. If you made the file yourself and trust it, re-save its tensors as a plain state dict '
+            f'(or as .safetensors).')
+    return CheckpointError(f'{path} is not a readable PyTorch checkpoint (corrupt or truncated?): {first}')
+
+
+def _torch_load_safe(path: str, map_location: Any = 'cpu', extra_globals: Sequence[Any] = ()) -> Any:
+    """``torch.load(weights_only=True)`` with clear errors; ``extra_globals`` are allowed for this call only."""
+    try:
+        with torch.serialization.safe_globals(list(_SAFE_EXTRA_GLOBALS) + list(extra_globals)):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise _refusal(path, err) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError, AttributeError,
+            TypeError, IndexError) as err:
+        if isinstance(err, FileNotFoundError):
+            raise
+        raise _refusal(path, err) from None
+
+
 def safe_load(path: str) -> Any:
     """Load a ``.pth`` / ``.pt`` / ``.safetensors`` file without executing any pickled code."""
     path = os.fspath(path)
@@ -42,20 +82,7 @@ def safe_load(path: str) -> Any:
         raise FileNotFoundError(f'checkpoint file not found: {path}')
     if path.endswith('.safetensors'):
         return _load_safetensors(path)
-    try:
-        with torch.serialization.safe_globals(_SAFE_EXTRA_GLOBALS):
-            return torch.load(path, map_location='cpu', weights_only=True)
-    except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        if 'GLOBAL' in str(err) or 'Unsupported' in str(err) or 'weights_only' in str(err):
-            raise CheckpointError(
-                f'refused to load {path}: it carries pickled objects that are not tensors or plain data '
-                f'({_unsupported_global(err) or first}). Nothing in it was executed. If you trust the file, '
-                f're-save its state dict with plain tensors only.') from None
-        raise CheckpointError(f'{path} is not a readable PyTorch checkpoint (corrupt or truncated?): {first}') from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError) as err:
-        raise CheckpointError(f'{path} is not a readable PyTorch checkpoint (corrupt or truncated?): '
-                              f'{str(err).splitlines()[0] if str(err) else type(err).__name__}') from None
+    return _torch_load_safe(path)
 
 
 def _unsupported_global(err: Exception) -> Optional[str]:
@@ -70,11 +97,14 @@ def _load_safetensors(path: str) -> Dict[str, Any]:
         tensors = load_file(path, device='cpu')
         with safe_open(path, framework='pt') as f:
             metadata = f.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as err:
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         raise CheckpointError(f'{path} is not a readable safetensors file: {err}') from None
     out: Dict[str, Any] = {'state_dict': tensors}
     if META_KEY in metadata:
-        out['meta'] = {META_KEY: json.loads(metadata[META_KEY])}
+        try:
+            out['meta'] = {META_KEY: json.loads(metadata[META_KEY])}
+        except json.JSONDecodeError as err:
+            raise CheckpointError(f'{path}: its "{META_KEY}" metadata is not valid JSON ({err})') from None
     return out
 
 
@@ -90,7 +120,10 @@ def resolve_checkpoint(source: Union[str, Mapping[str, Any]]) -> Any:
         name = source[len('timm:'):]
         return timm.create_model(name, pretrained=True).state_dict()
     if source.startswith(('http://', 'https://')):
-        return torch.hub.load_state_dict_from_url(source, map_location='cpu', weights_only=True)
+        try:
+            return torch.hub.load_state_dict_from_url(source, map_location='cpu', weights_only=True)
+        except pickle.UnpicklingError as err:
+            raise _refusal(source, err) from None
     return safe_load(source)
 
 
@@ -125,6 +158,10 @@ def split_checkpoint(obj: Any) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]
     tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
     if not tensors:
         raise CheckpointError('the checkpoint state dict holds no tensors')
+    version = meta.get('format_version', FORMAT_VERSION)
+    if isinstance(version, int) and version > FORMAT_VERSION:
+        raise CheckpointError(f'the checkpoint is in ScaleNet format version {version}, newer than this '
+                              f'mmscalenet understands ({FORMAT_VERSION}): upgrade mmscalenet')
     return {re.sub(r'^module\.', '', k): v for k, v in tensors.items()}, meta
 
 
@@ -168,10 +205,20 @@ def resize_pos_embed(pos_embed: torch.Tensor, grid: Tuple[int, int], num_prefix:
     return torch.cat([prefix, spatial], dim=1)
 
 
+def _resize_rel_pos(table: torch.Tensor, rows: int) -> torch.Tensor:
+    """Linearly resize a (2S-1, head_dim) relative-position table to ``rows`` rows (detectron2 style)."""
+    return F.interpolate(table.t().unsqueeze(0).float(), size=rows, mode='linear',
+                         align_corners=False)[0].t().to(table.dtype).contiguous()
+
+
 # ---- loading into a model ----------------------------------------------------------------------------------------
 def _base_depth_of(state: Mapping[str, torch.Tensor]) -> int:
     layers = {int(m.group(1)) for k in state for m in [re.match(r'^blocks\.(\d+)\.', k)] if m}
     return max(layers) + 1 if layers else 0
+
+
+def _positions_of(state: Mapping[str, torch.Tensor]) -> List[int]:
+    return sorted({int(m.group(1)) for k in state for m in [_POSITION_KEY.match(k)] if m})
 
 
 def _check_compatible(model, state: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> None:
@@ -189,6 +236,8 @@ def _check_compatible(model, state: Mapping[str, torch.Tensor], meta: Mapping[st
         raise CheckpointError(f'checkpoint has {arch["num_heads"]} attention heads but the model has '
                               f'{model.num_heads} (arch={model.arch})')
     L = _base_depth_of(state)
+    if meta.get('base_depth') is not None:
+        L = int(meta['base_depth'])
     if L and L != model.plan.base_depth:
         raise CheckpointError(f'checkpoint has {L} base layers but the model\'s arch has '
                               f'{model.plan.base_depth}: choose the arch of the checkpoint and grow it with depth=')
@@ -197,14 +246,79 @@ def _check_compatible(model, state: Mapping[str, torch.Tensor], meta: Mapping[st
                               f'the model\'s patch_size={model.patch_size}')
 
 
+def position_correspondence(old_sources: Sequence[int], new_sources: Sequence[int]) -> Dict[int, int]:
+    """``{new position: old position}``: the k-th position running base layer j in the new plan takes the
+    per-position parameters of the k-th position running j in the old plan (when there is one)."""
+    old: Dict[Tuple[int, int], int] = {}
+    count: Dict[int, int] = {}
+    for p, j in enumerate(old_sources):
+        old[(j, count.get(j, 0))] = p
+        count[j] = count.get(j, 0) + 1
+    out: Dict[int, int] = {}
+    count = {}
+    for p, j in enumerate(new_sources):
+        k = count.get(j, 0)
+        count[j] = k + 1
+        if (j, k) in old:
+            out[p] = old[(j, k)]
+    return out
+
+
+def remap_positions(state: Mapping[str, torch.Tensor], old_sources: Sequence[int],
+                    new_sources: Sequence[int]) -> Tuple[Dict[str, torch.Tensor], List[str]]:
+    """Move the per-position tensors of a checkpoint saved with plan ``old_sources`` onto plan ``new_sources``.
+
+    Positions of the new plan without a counterpart get nothing (they keep their fresh initialisation: zero
+    adapter up-projections, zero gates, zero rel-pos tables), except their own norms, which are copied from the
+    original position of their base layer, like a plain expansion does.
+    """
+    corr = position_correspondence(old_sources, new_sources)
+    originals: Dict[int, int] = {}
+    for p, j in enumerate(old_sources):
+        originals.setdefault(j, p)
+    per_old: Dict[int, Dict[str, torch.Tensor]] = {}
+    out: Dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        m = _POSITION_KEY.match(key)
+        if m:
+            per_old.setdefault(int(m.group(1)), {})[m.group(2)] = value
+        else:
+            out[key] = value
+    notes = []
+    for p, j in enumerate(new_sources):
+        if p in corr:
+            for rest, value in per_old.get(corr[p], {}).items():
+                out[f'positions.{p}.{rest}'] = value
+            if corr[p] != p:
+                notes.append(f'position {p} <- saved position {corr[p]}')
+        elif j in originals:
+            for rest, value in per_old.get(originals[j], {}).items():
+                if rest.startswith(('norm1.', 'norm2.')):
+                    out[f'positions.{p}.{rest}'] = value.clone()
+            notes.append(f'position {p} new (layer {j})')
+    return out, notes
+
+
 def convert_for_model(model, state: Mapping[str, torch.Tensor],
                       meta: Optional[Mapping[str, Any]] = None) -> Tuple[Dict[str, torch.Tensor], Dict[str, List[str]]]:
     """Map a timm-layout or ScaleNet-layout backbone state dict onto ``model`` (a ``ScaleNetViT``)."""
     meta = dict(meta or {})
     _check_compatible(model, state, meta)
-    report: Dict[str, List[str]] = {'expanded': [], 'resized': []}
+    report: Dict[str, List[str]] = {'expanded': [], 'resized': [], 'remapped': []}
     state = dict(state)
     own_layout = any(k.startswith('positions.') for k in state)
+    if own_layout:
+        saved = _positions_of(state)
+        if meta.get('sources') is not None:
+            old_sources = [int(j) for j in meta['sources']]
+            if tuple(old_sources) != tuple(model.plan.sources):
+                state, report['remapped'] = remap_positions(state, old_sources, model.plan.sources)
+        elif saved and (saved[-1] >= model.plan.depth or len(saved) != model.plan.depth):
+            raise CheckpointError(
+                f'the checkpoint holds per-position parameters for {saved[-1] + 1} positions but no depth plan '
+                f'(it was not saved in the ScaleNet format), so they cannot be matched to this model\'s '
+                f'{model.plan.depth} positions: load it into a model of depth {saved[-1] + 1}, or re-save it with '
+                f'mmscalenet.checkpoint.save_scalenet')
     if not own_layout:
         state, rep = expand_state_dict(state, model.plan, model.unshared)
         report['expanded'] = rep['copied']
@@ -230,8 +344,14 @@ def convert_for_model(model, state: Mapping[str, torch.Tensor],
             state['pos_embed'] = pe
             report['resized'].append(f'pos_embed {n} -> {pe.shape[1]} tokens')
     own = model.state_dict()
-    for key, value in state.items():
+    for key in list(state):
+        value = state[key]
         if key in own and own[key].shape != value.shape:
+            if key.endswith(('rel_pos_h', 'rel_pos_w')) and value.dim() == 2 and \
+                    value.shape[1] == own[key].shape[1]:
+                state[key] = _resize_rel_pos(value, own[key].shape[0])
+                report['resized'].append(f'{key} {value.shape[0]} -> {own[key].shape[0]} rows')
+                continue
             raise CheckpointError(f'checkpoint tensor {key} has shape {tuple(value.shape)} but the model expects '
                                   f'{tuple(own[key].shape)}')
     return state, report
@@ -248,12 +368,13 @@ def load_into_backbone(model, checkpoint: Union[str, Mapping[str, Any]]) -> Dict
     missing, unexpected = model.load_state_dict(usable, strict=False)
     ignored = sorted(k for k in state if k not in own)
     result = dict(loaded=sorted(usable), expanded=report['expanded'], resized=report['resized'],
-                  new=sorted(missing), ignored=ignored)
+                  remapped=report['remapped'], new=sorted(missing), ignored=ignored)
     log(f'ScaleNetViT: loaded {len(usable)} tensors from {name} into a {model.plan.base_depth}->'
         f'{model.plan.depth} layer model; {len(report["expanded"])} copied to per-position tensors, '
         f'{model.plan.depth - model.plan.base_depth} inserted positions share their layers, '
         f'{len(missing)} newly initialised ({_summarise(missing)}), {len(ignored)} ignored '
-        f'({_summarise(ignored)}){"; " + ", ".join(report["resized"]) if report["resized"] else ""}')
+        f'({_summarise(ignored)}){"; " + ", ".join(report["resized"]) if report["resized"] else ""}'
+        f'{"; saved at another depth: " + ", ".join(report["remapped"]) if report["remapped"] else ""}')
     return result
 
 
@@ -265,76 +386,351 @@ def _summarise(keys: List[str], limit: int = 4) -> str:
 
 
 # ---- the ScaleNet format -----------------------------------------------------------------------------------------
+def _plain(value: Any) -> Any:
+    """Tuples to lists, recursively: the metadata must survive JSON (safetensors) and ``weights_only`` loading."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
+
+
 def scalenet_meta(model) -> Dict[str, Any]:
-    """Plain-data description of a ``ScaleNetViT`` (JSON-serialisable), stored beside its unique tensors."""
+    """Plain-data description of a ``ScaleNetViT`` (JSON-serialisable), stored beside its unique tensors.
+
+    Holds everything :func:`build_from_meta` needs to rebuild a model with exactly the same tensors.
+    """
     adapter = model.adapter_cfg
-    return {
+    return _plain({
         'format_version': FORMAT_VERSION,
         'arch': dict(model.arch),
         'base_depth': model.plan.base_depth,
         'sources': list(model.plan.sources),
-        'adapter': {k: (list(v) if isinstance(v, tuple) else v) for k, v in adapter.items()} if adapter else None,
+        'adapter': dict(adapter) if adapter else None,
         'unshared': list(model.unshared),
         'function_preserving': bool(model.function_preserving),
         'img_size': list(model.img_size),
         'patch_size': model.patch_size,
-    }
+        'in_channels': int(model.patch_embed.proj.in_channels),
+        'out_type': model.out_type,
+        'out_indices': list(model.out_indices),
+        'window_size': int(model.window_size),
+        'global_indices': list(model.global_indices),
+        'use_rel_pos': bool(model.use_rel_pos),
+        'drop_path_rate': float(model.drop_path_rate),
+    })
 
 
 def plan_from_meta(meta: Mapping[str, Any]) -> DepthPlan:
     return make_depth_plan(int(meta['base_depth']), len(meta['sources']), list(meta['sources']))
 
 
-def atomic_save(obj: Any, path: str) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename: a crash never leaves half a file."""
+def model_kwargs_from_meta(meta: Mapping[str, Any]) -> Dict[str, Any]:
+    """``ScaleNetViT`` keyword arguments that rebuild the model a ScaleNet checkpoint was saved from."""
+    if not meta or 'arch' not in meta or 'sources' not in meta:
+        raise CheckpointError('the checkpoint carries no ScaleNet metadata (arch, depth plan): it was not saved '
+                              'with mmscalenet.checkpoint.save_scalenet; build the model from its config instead')
+    kw: Dict[str, Any] = dict(arch=dict(meta['arch']), depth=len(meta['sources']),
+                              mapping=[int(j) for j in meta['sources']], adapter=meta.get('adapter'),
+                              function_preserving=bool(meta.get('function_preserving', False)),
+                              unshared=tuple(meta.get('unshared', ())), img_size=tuple(meta['img_size']),
+                              patch_size=int(meta['patch_size']))
+    if kw['adapter'] is not None:
+        kw['adapter'] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in kw['adapter'].items()}
+    for key in ('in_channels', 'out_type', 'window_size', 'use_rel_pos', 'drop_path_rate'):
+        if key in meta:
+            kw[key] = meta[key]
+    for key in ('out_indices', 'global_indices'):
+        if meta.get(key) is not None:
+            kw[key] = tuple(meta[key])
+    return kw
+
+
+def build_from_meta(meta: Mapping[str, Any], **overrides: Any):
+    """A fresh ``ScaleNetViT`` shaped like the one described by ``meta`` (``overrides`` change any argument)."""
+    from .models.vit import ScaleNetViT
+    kw = model_kwargs_from_meta(meta)
+    if 'depth' in overrides or 'mapping' in overrides:   # another plan: recompute what depends on the depth
+        kw['mapping'] = 'cyclic'
+        if 'depth' in overrides or not isinstance(overrides['mapping'], str):
+            kw.pop('depth')
+        for key in ('out_indices', 'global_indices'):
+            kw.pop(key, None)
+    kw.update(overrides)
+    return ScaleNetViT(**kw)
+
+
+def load_scalenet(source: Union[str, Mapping[str, Any]], strict: bool = True, **overrides: Any):
+    """Rebuild and load a model saved with :func:`save_scalenet` (``.pth`` or ``.safetensors``).
+
+    Without ``overrides`` the model is the saved one, tensor for tensor (``strict``). With ``depth=`` / ``mapping=``
+    (or any other ``ScaleNetViT`` argument) it is a new model that continues from the saved one: shared layers
+    load as they are, per-position parameters follow their base layer (see :func:`remap_positions`).
+
+    Returns ``(model, head)``, ``head`` being the classifier-head tensors saved with it (possibly empty).
+    """
+    state, meta = split_checkpoint(resolve_checkpoint(source))
+    model = build_from_meta(meta, **overrides)
+    backbone, head = backbone_state_dict(state)
+    if overrides:
+        load_into_backbone(model, {'state_dict': {**backbone}, 'meta': {META_KEY: meta}})
+        return model, head
+    missing, unexpected = model.load_state_dict(backbone, strict=False)
+    if strict and (missing or unexpected):
+        raise CheckpointError(f'the checkpoint does not match the model its metadata describes: missing '
+                              f'{_summarise(list(missing))}, unexpected {_summarise(list(unexpected))}')
+    return model, head
+
+
+def atomic_write(path: str, write: Callable[[Any], None], suffix: str = '.part') -> None:
+    """Call ``write(file)`` on a temporary file next to ``path``, fsync it, then rename it to ``path``.
+
+    A crash or kill at any point leaves either the previous ``path`` or the complete new one, never half a file
+    (the temporary ``.tmp-*`` file of a killed writer is left behind, under a name nothing loads).
+    """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.tmp-', suffix='.pth', dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=f'.tmp-{os.path.basename(path)}.', suffix=suffix, dir=folder)
     try:
         with os.fdopen(fd, 'wb') as f:
-            buffer = io.BytesIO()
-            torch.save(obj, buffer)
-            f.write(buffer.getbuffer())
+            write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _file_mode(path))   # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    try:  # make the rename itself durable
+        dfd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+
+
+def _file_mode(path: str) -> int:
+    """The mode an ordinary ``open(path, 'w')`` would give: the existing file's, else 0666 minus the umask."""
+    try:
+        return os.stat(path).st_mode & 0o777
+    except OSError:
+        mask = os.umask(0)
+        os.umask(mask)
+        return 0o666 & ~mask
+
+
+def atomic_save(obj: Any, path: str) -> None:
+    """``torch.save`` to a temporary file in the same folder, then rename: a crash never leaves half a file."""
+    atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def unique_state_dict(model) -> Dict[str, torch.Tensor]:
+    """Detached, contiguous copies of ``model``'s tensors: no two entries share memory (safetensors-safe).
+
+    ``ScaleNetViT`` registers each shared tensor once (``blocks.*``), so nothing is lost; the sharing between
+    positions is structural and comes back when the model is rebuilt from the plan.
+    """
+    return {key: value.detach().clone().contiguous() for key, value in model.state_dict().items()}
 
 
 def save_scalenet(model, path: str, head: Optional[Mapping[str, torch.Tensor]] = None,
                   extra_meta: Optional[Mapping[str, Any]] = None) -> None:
-    """Write ``model``'s unique tensors (+ optional classifier head) and its plan, atomically."""
-    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    """Write ``model``'s unique tensors (+ optional classifier head) and its plan, atomically.
+
+    ``.safetensors`` paths get a safetensors file (metadata as JSON), anything else a ``torch.save`` file that loads
+    with ``weights_only=True``.
+    """
+    state = unique_state_dict(model)
     for k, v in (head or {}).items():
-        state[f'head.{k}'] = v.detach().clone()
+        state[f'head.{k}'] = v.detach().clone().contiguous()
     meta = {META_KEY: scalenet_meta(model)}
     if extra_meta:
-        meta.update(extra_meta)
+        meta.update(_plain(dict(extra_meta)))
     if os.fspath(path).endswith('.safetensors'):
         save_safetensors(state, meta[META_KEY], path)
     else:
         atomic_save({'state_dict': state, 'meta': meta}, path)
 
 
-def save_safetensors(state: Mapping[str, torch.Tensor], meta: Mapping[str, Any], path: str) -> None:
+def save_safetensors(state: Mapping[str, torch.Tensor], meta: Optional[Mapping[str, Any]], path: str,
+                     meta_key: str = META_KEY) -> None:
     """safetensors refuses tensors that share memory; ScaleNet stores each shared tensor once, so none do."""
-    from safetensors.torch import save_file
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.tmp-', suffix='.safetensors', dir=folder)
-    os.close(fd)
-    try:
-        save_file({k: v.contiguous() for k, v in state.items()}, tmp, metadata={META_KEY: json.dumps(meta)})
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    from safetensors.torch import save
+
+    tensors = {k: v.detach().contiguous() for k, v in state.items()}
+    metadata = {meta_key: json.dumps(_plain(dict(meta)))} if meta is not None else None
+    data = save(tensors, metadata=metadata)
+    atomic_write(path, lambda f: f.write(data))
+
+
+# ---- plain timm export -----------------------------------------------------------------------------------------
+def timm_kwargs(model, num_classes: int = 0) -> Dict[str, Any]:
+    """Arguments of ``timm.models.vision_transformer.VisionTransformer`` for the untied export of ``model``."""
+    return dict(img_size=tuple(model.img_size), patch_size=model.patch_size,
+                in_chans=int(model.patch_embed.proj.in_channels), embed_dim=model.embed_dims,
+                depth=model.plan.depth, num_heads=model.num_heads, mlp_ratio=float(model.arch['mlp_ratio']),
+                num_classes=num_classes)
+
+
+def check_exportable(model) -> None:
+    """Raise :class:`NotMergeableError`, saying why, when ``model`` has no exact plain-ViT equivalent."""
+    offer = ('Export the shared format instead (tools/export.py SRC DST --format scalenet, or '
+             'mmscalenet.checkpoint.save_scalenet): unique tensors + the depth plan + the adapters, loaded with '
+             'mmscalenet.')
+    cfg = model.adapter_cfg
+    if cfg is not None and cfg['type'] == 'ParallelAdapter':
+        raise NotMergeableError(
+            'cannot export a model with ParallelAdapter adapters as a plain timm ViT: an adapter adds '
+            'up(relu(down(h))) beside its sub-layer, and the ReLU between the two projections means no change to '
+            'the block\'s own weights computes the same function (only linear adapters such as LoRA merge). '
+            + offer)
+    if model.window_size or model.use_rel_pos:
+        raise NotMergeableError('cannot export window attention or relative-position tables as a plain timm '
+                                'ViT: timm\'s VisionTransformer has neither. ' + offer)
+
+    if model.out_type != 'cls_token':
+        raise NotMergeableError(
+            f'cannot export an out_type={model.out_type!r} backbone as a timm VisionTransformer: it has no class '
+            f'token and final norm (export needs out_type="cls_token"). ' + offer)
+
+@torch.no_grad()
+def untied_state_dict(model, head: Optional[Mapping[str, torch.Tensor]] = None) -> Dict[str, torch.Tensor]:
+    """A plain timm ``VisionTransformer`` state dict of depth D computing exactly what ``model`` computes.
+
+    Every position gets its own copy of its shared block, with its LoRA deltas merged into the weights, its
+    residual gates (function-preserving growth) folded into ``attn.proj`` / ``mlp.fc2``, and its own norms if it
+    has them. ``head`` (``weight``, ``bias``) becomes timm's ``head``.
+    """
+    check_exportable(model)
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()
+             if not k.startswith(('blocks.', 'positions.'))}
+    for p, pos in enumerate(model.positions):
+        block = model.blocks[model.plan.sources[p]]
+        norm1 = pos.norm1 if pos.norm1 is not None else block.norm1
+        norm2 = pos.norm2 if pos.norm2 is not None else block.norm2
+        linears = {'attn.qkv': ('qkv', block.attn.qkv), 'attn.proj': ('proj', block.attn.proj),
+                   'mlp.fc1': ('fc1', block.mlp.fc1), 'mlp.fc2': ('fc2', block.mlp.fc2)}
+        gates = {'attn.proj': pos.gate_attn, 'mlp.fc2': pos.gate_mlp}
+        for name, (short, linear) in linears.items():
+            weight = linear.weight.detach().float()
+            if pos.lora is not None and short in pos.lora:
+                weight = pos.lora[short].merged(weight)
+            bias = linear.bias.detach().float()
+            gate = gates.get(name)
+            if gate is not None:
+                weight, bias = weight * gate.detach().float(), bias * gate.detach().float()
+            state[f'positions.{p}.{name}.weight'] = weight.to(linear.weight.dtype).contiguous()
+            state[f'positions.{p}.{name}.bias'] = bias.to(linear.bias.dtype).contiguous()
+        for name, norm in (('norm1', norm1), ('norm2', norm2)):
+            state[f'positions.{p}.{name}.weight'] = norm.weight.detach().clone()
+            state[f'positions.{p}.{name}.bias'] = norm.bias.detach().clone()
+    out = untie_state_dict(state, model.plan)
+    if head:
+        out['head.weight'] = head['weight'].detach().clone()
+        out['head.bias'] = head['bias'].detach().clone()
+    return out
+
+
+def timm_head(head: Mapping[str, torch.Tensor], embed_dims: int) -> Dict[str, torch.Tensor]:
+    """Find the linear classifier (``weight`` (K, C), ``bias`` (K,)) among a checkpoint's head tensors."""
+    weights = {k: v for k, v in head.items() if k.endswith('weight') and v.dim() == 2 and v.shape[1] == embed_dims}
+    if len(weights) != 1:
+        return {}
+    key, weight = next(iter(weights.items()))
+    bias = head.get(key[:-len('weight')] + 'bias')
+    if bias is None or bias.shape != weight.shape[:1]:
+        bias = weight.new_zeros(weight.shape[0])
+    return {'weight': weight, 'bias': bias}
+
+
+# ---- mmengine integration ----------------------------------------------------------------------------------------
+_MMENGINE_INSTALLED = False
+
+
+def mmengine_safe_globals() -> List[Any]:
+    """The non-tensor types mmengine 0.10 writes into its checkpoints (``meta``, ``message_hub``, schedulers).
+
+    Found by saving real mmengine checkpoints (training, resume, ``HistoryBuffer`` logs) and loading them with
+    ``weights_only=True``: each entry is plain data. Anything else in a file (a function, ``os.system``, a class
+    with a ``__reduce__``) stays refused.
+    """
+    import numpy as np
+    from mmengine.logging.history_buffer import HistoryBuffer
+
+    multiarray = getattr(np, '_core', None)
+    multiarray = multiarray.multiarray if multiarray is not None else np.core.multiarray
+    out: List[Any] = [HistoryBuffer, argparse.Namespace, np.ndarray, np.dtype]
+    # numpy 1 pickles name numpy.core.multiarray, numpy 2 numpy._core.multiarray: allow both spellings
+    for name in ('_reconstruct', 'scalar'):
+        fn = getattr(multiarray, name)
+        out += [(fn, f'numpy.core.multiarray.{name}'), (fn, f'numpy._core.multiarray.{name}')]
+    # dtype classes (numpy.dtypes.Float64DType, ...) and scalar types that meta / HistoryBuffer hold
+    for t in (np.float16, np.float32, np.float64, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16,
+              np.uint32, np.uint64, np.bool_, np.complex64, np.complex128, np.str_, np.bytes_):
+        out += [type(np.dtype(t)), t]
+    # HistoryBuffer pickles its statistics table as getattr(HistoryBuffer, 'mean') etc.: allow exactly that,
+    # through a getattr that refuses every other object and attribute (a general getattr would reach any method).
+    out += [(_history_buffer_getattr, 'builtins.getattr'), (_history_buffer_getattr, '__builtin__.getattr')]
+    return out
+
+
+def _history_buffer_getattr(obj: Any, name: str) -> Any:
+    """``getattr`` restricted to the statistics methods of mmengine's ``HistoryBuffer`` (used while unpickling)."""
+    from mmengine.logging.history_buffer import HistoryBuffer
+    # its public methods only (min, max, current, mean and registered statistics): they compute on a buffer's data
+    if obj is HistoryBuffer and isinstance(name, str) and not name.startswith('_') and (
+            name in vars(HistoryBuffer) or name in HistoryBuffer._statistics_methods):
+        return getattr(HistoryBuffer, name)
+    raise pickle.UnpicklingError(f'Unsupported global: GLOBAL builtins.getattr on {obj!r} (attribute {name!r}): '
+                                 f'only HistoryBuffer statistics are allowed')
+
+
+def _mmengine_load_from_local(filename: str, map_location: Any = None) -> Any:
+    """mmengine's local-file checkpoint loader, with ``weights_only=True`` and mmengine's data types allowed."""
+    filename = os.path.expanduser(os.fspath(filename))
+    if not os.path.isfile(filename):
+        raise FileNotFoundError(f'{filename} can not be found.')
+    if filename.endswith('.safetensors'):
+        return _load_safetensors(filename)
+    return _torch_load_safe(filename, map_location=map_location)
+
+
+def _atomic_local_put(self, obj: bytes, filepath) -> None:
+    """``LocalBackend.put`` writing through a temporary file + rename (checkpoints, ``last_checkpoint``)."""
+    atomic_write(filepath, lambda f: f.write(obj))
+
+
+def _atomic_local_put_text(self, obj: str, filepath, encoding: str = 'utf-8') -> None:
+    atomic_write(filepath, lambda f: f.write(obj.encode(encoding)))
 
 
 def install_mmengine_safe_load() -> None:
-    """Placeholder until the reliability issue lands: mmengine checkpoints load with an allow-list."""
+    """Make mmengine 0.10 load and save checkpoints safely (idempotent; called by ``import mmscalenet``).
+
+    * Loading: mmengine calls ``torch.load(path)`` without ``weights_only``. Its local-file loader (used by
+      ``resume``, ``load_from``, ``tools/test.py``, ``init_cfg=Pretrained``) is replaced by one that passes
+      ``weights_only=True`` explicitly, and the data types mmengine itself writes (:func:`mmengine_safe_globals`)
+      are added to torch's allow-list (``torch.serialization.add_safe_globals``) so other mmengine loaders (URLs)
+      accept them too. A file carrying any other pickled object is refused with a :class:`CheckpointError`, and
+      nothing in it runs. ``weights_only=False`` is never used.
+    * Saving: ``mmengine.fileio.LocalBackend.put`` / ``put_text`` (what ``Runner.save_checkpoint`` and the
+      ``last_checkpoint`` pointer go through) write a temporary file and rename it, so a kill during a save leaves
+      the previous checkpoint intact.
+    """
+    global _MMENGINE_INSTALLED
+    if _MMENGINE_INSTALLED:
+        return
+    try:
+        from mmengine.fileio.backends.local_backend import LocalBackend
+        from mmengine.runner.checkpoint import CheckpointLoader
+    except ImportError:  # torch-only installation: nothing to patch
+        return
+    torch.serialization.add_safe_globals(mmengine_safe_globals())
+    CheckpointLoader.register_scheme(prefixes='', loader=_mmengine_load_from_local, force=True)
+    LocalBackend.put = _atomic_local_put
+    LocalBackend.put_text = _atomic_local_put_text
+    _MMENGINE_INSTALLED = True

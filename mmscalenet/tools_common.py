@@ -1,25 +1,232 @@
-"""Shared set-up of tools/train.py and tools/test.py: config loading with clear errors, work dir, launcher."""
+"""Shared set-up of tools/train.py and tools/test.py: config loading with clear errors, work dir, resume.
+
+Every user mistake found before training starts raises :class:`ToolError` with a message that names the file or
+the key; the tools print it and exit with status 1, without creating a work dir.
+"""
+import inspect
 import os
 import os.path as osp
+import re
+from typing import Any, List, Mapping, Optional
+
+CONFIG_SUFFIXES = ('.py', '.json', '.yaml', '.yml')
+# Top-level keys a config may gain through --cfg-options although the file does not set them: Runner arguments.
+_RUNNER_KEYS = ('work_dir', 'resume', 'load_from', 'launcher', 'default_scope', 'log_level', 'custom_hooks',
+                'auto_scale_lr', 'randomness', 'experiment_name', 'model_wrapper_cfg', 'env_cfg', 'log_processor',
+                'visualizer', 'default_hooks', 'train_cfg', 'val_cfg', 'test_cfg', 'val_dataloader',
+                'val_evaluator', 'test_dataloader', 'test_evaluator', 'param_scheduler', 'optim_wrapper',
+                'runner_type', 'cfg', 'compile', 'strategy')
+# Untyped dicts whose constructor is known, so --cfg-options may add their arguments.
+_IMPLICIT_TYPES = {'train_cfg': None, 'val_cfg': 'ValLoop', 'test_cfg': 'TestLoop', 'log_processor': 'LogProcessor',
+                   'optim_wrapper': 'OptimWrapper', 'train_dataloader': 'DataLoader', 'val_dataloader': 'DataLoader',
+                   'test_dataloader': 'DataLoader'}
+_FREE_FORM = ('paramwise_cfg', 'custom_keys', 'env_cfg', 'mp_cfg', 'dist_cfg', 'randomness', 'metainfo',
+              'dataset_meta', 'backend_args', 'file_client_args', 'auto_scale_lr', 'data_prefix', 'init_cfg',
+              'clip_grad', 'loss_scale', 'meta', 'cfg', 'kwargs', 'ann_file', 'resource_limit')
 
 
-def load_config(path, cfg_options=None):
+class ToolError(Exception):
+    """A user error found by a tool (bad path, bad key, bad value): printed without a traceback."""
+
+
+def load_config(path: str, cfg_options: Optional[Mapping[str, Any]] = None):
     """``Config.fromfile`` + ``--cfg-options``, with errors that name the file or key."""
-    from mmengine.config import Config
     if not osp.isfile(path):
-        raise SystemExit(f'config file not found: {path}')
+        hint = ' (it is a directory)' if osp.isdir(path) else ''
+        raise ToolError(f'config file not found: {path}{hint}')
+    if not path.endswith(CONFIG_SUFFIXES):
+        raise ToolError(f'{path} is not a config file: expected one of {", ".join(CONFIG_SUFFIXES)}')
+    from mmengine.config import Config
     import mmscalenet  # noqa: F401  (registers modules even when the config forgets custom_imports)
-    cfg = Config.fromfile(path)
+    try:
+        cfg = Config.fromfile(path)
+    except SyntaxError as err:
+        raise ToolError(f'{path}: syntax error in the config ({err.filename}, line {err.lineno}): {err.msg}') from None
+    except FileNotFoundError as err:
+        raise ToolError(f'{path}: {err}') from None
+    except (ImportError, KeyError, NameError, TypeError, ValueError, AttributeError) as err:
+        raise ToolError(f'{path}: cannot load the config: {type(err).__name__}: {err}') from None
     if cfg_options:
-        cfg.merge_from_dict(cfg_options)
+        check_cfg_options(cfg, cfg_options, path)
+        try:
+            cfg.merge_from_dict(dict(cfg_options))
+        except (KeyError, TypeError, ValueError, IndexError) as err:
+            raise ToolError(f'--cfg-options could not be applied to {path}: {err}') from None
     return cfg
 
 
-def build_runner_cfg(cfg, config_path, work_dir=None, launcher='none'):
+def check_cfg_options(cfg, options: Mapping[str, Any], path: str = 'the config') -> None:
+    """Refuse ``--cfg-options`` keys that the config does not have and that nothing would accept.
+
+    A key may be new only where its parent builds a registered class (``type=...``) whose constructor takes that
+    argument, or is a Runner argument at the top level, or sits inside a free-form dict (``paramwise_cfg``, ...).
+    """
+    for full_key in options:
+        parts = full_key.split('.')
+        if not full_key or any(not p for p in parts):
+            raise ToolError(f'--cfg-options key {full_key!r} is malformed (empty part)')
+        node: Any = cfg._cfg_dict if hasattr(cfg, '_cfg_dict') else cfg
+        for depth, part in enumerate(parts):
+            here = '.'.join(parts[:depth + 1])
+            if node is None:   # mmengine cannot merge keys into None
+                raise ToolError(f'--cfg-options key {full_key!r}: {".".join(parts[:depth])} is None in {path}, '
+                                f'so it has no keys to set; give it a dict in the config (or a config that '
+                                f'inherits from it) first')
+            if isinstance(node, (list, tuple)):
+                if not re.fullmatch(r'\d+', part):
+                    raise ToolError(f'--cfg-options key {full_key!r}: {".".join(parts[:depth])} is a list, so the '
+                                    f'next part must be an index, got {part!r}')
+                if int(part) >= len(node):
+                    raise ToolError(f'--cfg-options key {full_key!r}: {".".join(parts[:depth])} has only '
+                                    f'{len(node)} entries')
+                node = node[int(part)]
+                continue
+            if not isinstance(node, Mapping):
+                raise ToolError(f'--cfg-options key {full_key!r}: {".".join(parts[:depth])} is a '
+                                f'{type(node).__name__}, not a dict, so it has no key {part!r}')
+            if part in node:
+                node = node[part]
+                if depth == len(parts) - 1 and isinstance(node, Mapping) and \
+                        not isinstance(options[full_key], Mapping) and options[full_key] is not None:
+                    raise ToolError(f'--cfg-options {full_key}={options[full_key]!r}: {full_key} is a dict in '
+                                    f'{path}; set its keys one by one ({full_key}.KEY=VALUE)')
+                continue
+            parent = '.'.join(parts[:depth]) or '<top level>'
+            if _may_add(node, part, parts[:depth]):
+                break   # a new key (and anything below it) is fine here
+            raise ToolError(_unknown_key_message(full_key, here, parent, node, path))
+
+
+def _may_add(node: Mapping, key: str, parents: List[str]) -> bool:
+    if not parents:
+        return key in _RUNNER_KEYS
+    if any(p in _FREE_FORM for p in parents):
+        return True
+    kind = node.get('type')
+    if kind is None and parents[-1] in _IMPLICIT_TYPES and len(parents) == 1:
+        kind = _IMPLICIT_TYPES[parents[-1]] or ('EpochBasedTrainLoop' if node.get('by_epoch', True)
+                                                else 'IterBasedTrainLoop')
+        if kind == 'DataLoader':
+            import torch.utils.data
+            kind = torch.utils.data.DataLoader
+    if kind is None:
+        return False
+    accepted = _accepted_arguments(kind)
+    return accepted is None or key in accepted
+
+
+def _accepted_arguments(kind: Any) -> Optional[set]:
+    """Constructor arguments of a registered type; ``None`` when unknown or when it takes ``**kwargs``."""
+    target = kind if callable(kind) else _lookup(kind)
+    if target is None:
+        return None
+    try:
+        sig = inspect.signature(target.__init__ if inspect.isclass(target) else target)
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values()):
+        return None
+    return {name for name in sig.parameters if name != 'self'}
+
+
+def _lookup(name: str):
+    try:
+        from mmdet import registry as reg
+    except ImportError:
+        return None
+    scope_name = None
+    if isinstance(name, str) and '.' in name:
+        scope_name, name = name.split('.', 1)
+    for attr in ('MODELS', 'DATASETS', 'TRANSFORMS', 'HOOKS', 'METRICS', 'OPTIMIZERS', 'OPTIM_WRAPPERS',
+                 'OPTIM_WRAPPER_CONSTRUCTORS', 'PARAM_SCHEDULERS', 'DATA_SAMPLERS', 'LOOPS', 'VISUALIZERS',
+                 'VISBACKENDS', 'LOG_PROCESSORS', 'TASK_UTILS', 'EVALUATOR', 'RUNNERS', 'MODEL_WRAPPERS'):
+        registry = getattr(reg, attr, None)
+        if registry is None:
+            continue
+        try:
+            found = registry.get(name if scope_name is None else f'{scope_name}.{name}')
+        except (KeyError, ImportError):
+            found = None
+        if found is not None:
+            return found
+    return None
+
+
+def _unknown_key_message(full_key: str, here: str, parent: str, node: Mapping, path: str) -> str:
+    import difflib
+    options = sorted(str(k) for k in node.keys())
+    close = difflib.get_close_matches(here.rsplit('.', 1)[-1], options, n=3)
+    hint = f' Did you mean {", ".join(repr(c) for c in close)}?' if close else ''
+    kind = node.get('type') if isinstance(node, Mapping) else None
+    accepts = ''
+    if kind is not None:
+        accepted = _accepted_arguments(kind)
+        if accepted:
+            accepts = f' ({kind} accepts: {", ".join(sorted(accepted))})'
+    return (f'--cfg-options key {full_key!r} is unknown: {parent} in {path} has no key '
+            f'{here.rsplit(".", 1)[-1]!r}{accepts}.{hint}')
+
+
+def build_runner_cfg(cfg, config_path: str, work_dir: Optional[str] = None, launcher: str = 'none'):
+    """Set launcher and work dir (``--work-dir`` > config > ``work_dirs/CONFIG_NAME``); creates the folder."""
     cfg.launcher = launcher
     if work_dir is not None:
         cfg.work_dir = work_dir
     elif cfg.get('work_dir', None) is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config_path))[0])
+    if osp.isfile(cfg.work_dir):
+        raise ToolError(f'work dir {cfg.work_dir} is an existing file')
     os.makedirs(cfg.work_dir, exist_ok=True)
     return cfg
+
+
+def add_default_hooks(cfg) -> None:
+    """Add mmscalenet's NaN/inf loss guard and checkpoint-metadata hooks unless the config has them."""
+    hooks = list(cfg.get('custom_hooks', None) or [])
+    present = {h.get('type') if isinstance(h, Mapping) else None for h in hooks}
+    for name in ('StopOnNonFiniteLossHook', 'ScaleNetCheckpointMetaHook'):
+        if name not in present and f'mmdet.{name}' not in present:
+            hooks.append(dict(type=name))
+    cfg.custom_hooks = hooks
+
+
+def latest_checkpoint(work_dir: str) -> Optional[str]:
+    """The checkpoint to resume from: ``last_checkpoint``'s target when it is a complete file, else the newest
+    ``epoch_N.pth`` / ``iter_N.pth`` (a run killed while writing the pointer still resumes)."""
+    pointer = osp.join(work_dir, 'last_checkpoint')
+    if osp.isfile(pointer):
+        with open(pointer) as f:
+            target = f.read().strip()
+        if target and osp.isfile(target):
+            return target
+        if target and osp.isfile(osp.join(work_dir, osp.basename(target))):
+            return osp.join(work_dir, osp.basename(target))
+    found = []
+    for name in os.listdir(work_dir) if osp.isdir(work_dir) else []:
+        m = re.fullmatch(r'(epoch|iter)_(\d+)\.pth', name)
+        if m:
+            found.append((int(m.group(2)), osp.getmtime(osp.join(work_dir, name)), name))
+    return osp.join(work_dir, max(found)[2]) if found else None
+
+
+def check_checkpoint_file(path: str, what: str = 'checkpoint') -> None:
+    if not osp.exists(path):
+        raise ToolError(f'{what} file not found: {path}')
+    if not osp.isfile(path):
+        raise ToolError(f'{what} {path} is not a file')
+    if osp.getsize(path) == 0:
+        raise ToolError(f'{what} {path} is empty (an interrupted copy?)')
+
+
+def user_error_types() -> tuple:
+    """Exceptions that, raised while building from a config, are the user's mistake (no traceback needed)."""
+    from .checkpoint import CheckpointError
+    return (ToolError, CheckpointError, FileNotFoundError, KeyError, TypeError, ValueError, ImportError,
+            NotADirectoryError, IsADirectoryError, PermissionError)
+
+
+def format_error(err: BaseException) -> str:
+    text = str(err)
+    if isinstance(err, KeyError) and len(err.args) == 1 and isinstance(err.args[0], str):
+        text = err.args[0]   # KeyError's str() adds quotes around the message
+    return f'error: {text}'

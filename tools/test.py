@@ -1,17 +1,26 @@
 #!/usr/bin/env python
-"""Evaluate a checkpoint with an mmdet-style config (mmdet's tools/test.py flags), with mmscalenet registered."""
+"""Evaluate a checkpoint with an mmdet-style config (mmdet's tools/test.py flags), with mmscalenet registered.
+
+The checkpoint is loaded with weights_only=True (a file carrying pickled code is refused) and strictly: a
+checkpoint that does not match the config's model is an error, not a silent evaluation of random weights. Bad paths,
+keys and checkpoints print one line naming the file or key and exit with status 1; --out is written only when the
+evaluation completes.
+"""
 import argparse
 import os
 import os.path as osp
 import sys
+import traceback
 
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from train import _DictAction  # noqa: E402  (tools/ is on sys.path when run as a script)
+from train import _DictAction, _remove_new_entries  # noqa: E402  (tools/ is on sys.path)
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description='Test (and eval) a model (mmscalenet / mmdet config)')
+    p = argparse.ArgumentParser(description='Test (and eval) a model (mmscalenet / mmdet config)',
+                                epilog=__doc__.split('\n\n', 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('config', help='test config file path')
     p.add_argument('checkpoint', help='checkpoint file')
     p.add_argument('--work-dir', help='the directory to save the file containing evaluation metrics')
@@ -28,33 +37,72 @@ def parse_args(argv=None):
     return args
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    if not osp.isfile(args.checkpoint):
-        raise SystemExit(f'checkpoint file not found: {args.checkpoint}')
-    from mmscalenet.tools_common import build_runner_cfg, load_config
+def prepare(args):
+    from mmscalenet.tools_common import ToolError, check_checkpoint_file, load_config
+    check_checkpoint_file(args.checkpoint)
+    if args.out is not None and not args.out.endswith(('.pkl', '.pickle')):
+        raise ToolError(f'--out must be a .pkl file, got {args.out}')
     cfg = load_config(args.config, args.cfg_options)
-    cfg = build_runner_cfg(cfg, args.config, work_dir=args.work_dir, launcher=args.launcher)
-    cfg.load_from = args.checkpoint
+    missing = [k for k in ('test_dataloader', 'test_evaluator', 'test_cfg') if not cfg.get(k, None)]
+    if missing:
+        raise ToolError(f'{args.config} cannot be tested: it has no {", ".join(missing)}')
+    cfg.load_from = None      # loaded strictly below, not by mmengine's lenient load_from
+    cfg.resume = False
     if args.show or args.show_dir:
         if 'visualization' not in cfg.default_hooks:
-            raise SystemExit(f'{args.config}: --show/--show-dir need a "visualization" default hook (detection '
-                             f'configs have one)')
+            raise ToolError(f'{args.config}: --show/--show-dir need a "visualization" default hook (detection '
+                            f'configs have one)')
         vis = cfg.default_hooks.visualization
         vis.draw, vis.interval = True, 1
         vis.show, vis.wait_time = args.show, args.wait_time
         if args.show_dir:
             vis.test_out_dir = args.show_dir
-    from mmengine.runner import Runner
-    runner = Runner.from_cfg(cfg)
-    if args.out is not None:
-        if not args.out.endswith(('.pkl', '.pickle')):
-            raise SystemExit('--out must be a .pkl file')
-        from mmdet.evaluation import DumpDetResults
-        runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
-    metrics = runner.test()
+    return cfg
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if not osp.isfile(args.config):   # before the (slow) OpenMMLab imports
+        print(f'error: config file not found: {args.config}', file=sys.stderr)
+        return 1
+    from mmscalenet.tools_common import ToolError, build_runner_cfg, format_error, user_error_types
+    errors = user_error_types()
+    try:
+        cfg = prepare(args)
+    except errors as err:
+        print(format_error(err), file=sys.stderr)
+        return 1
+    work_dir = args.work_dir or cfg.get('work_dir', None) or osp.join(
+        './work_dirs', osp.splitext(osp.basename(args.config))[0])
+    created = not osp.exists(work_dir)
+    before = set(os.listdir(work_dir)) if not created and osp.isdir(work_dir) else set()
+    try:
+        cfg = build_runner_cfg(cfg, args.config, work_dir=work_dir, launcher=args.launcher)
+        from mmengine.runner import Runner
+        runner = Runner.from_cfg(cfg)
+        try:
+            runner.load_checkpoint(args.checkpoint, map_location='cpu', strict=True)
+        except RuntimeError as err:   # mmengine's strict load: missing / unexpected keys, shape mismatches
+            raise ToolError(f'{args.checkpoint} does not match the model of {args.config}: '
+                            f'{str(err).strip().splitlines()[0]} ... (is it a checkpoint of this config? A '
+                            f'backbone-only ScaleNet checkpoint goes into model.backbone.init_cfg for training)') \
+                from None
+        if args.out is not None:
+            from mmdet.evaluation import DumpDetResults
+            runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
+    except errors as err:
+        _remove_new_entries(work_dir, before, created)
+        print(format_error(err), file=sys.stderr)
+        return 1
+    try:
+        metrics = runner.test()
+    except errors as err:
+        traceback.print_exc()
+        print(format_error(err), file=sys.stderr)
+        return 1
     print(metrics)
+    return 0
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

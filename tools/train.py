@@ -3,18 +3,50 @@
 
 Examples:
     python tools/train.py configs/demo/digits_cls_scalenet.py --work-dir work_dirs/x
+    python tools/train.py CONFIG --resume                 # continue from the work dir's latest checkpoint
+    python tools/train.py CONFIG --cfg-options train_cfg.max_epochs=3 model.backbone.depth=24
     bash tools/dist_train.sh configs/coco/CONFIG.py 8
+
+Besides mmdet's behaviour:
+  * config path, --cfg-options keys and --resume checkpoints are checked before anything is created; a mistake
+    prints one line naming the file or key and exits with status 1 (status 2 for malformed arguments);
+  * checkpoints are written atomically (temporary file + rename) and loaded with weights_only=True;
+  * a NaN / infinite loss stops training with an error naming the iteration (StopOnNonFiniteLossHook), and every
+    checkpoint carries the ScaleNet metadata (ScaleNetCheckpointMetaHook): both hooks are added unless the config
+    already lists them;
+  * --resume without a value picks the newest complete checkpoint even if the run was killed mid-save.
 """
 import argparse
 import os
 import os.path as osp
+import re
+import shutil
 import sys
+import traceback
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout without installing
 
 
+class _DictAction(argparse.Action):
+    """mmengine's DictAction (imported lazily so --help works fast), with an error for items without '='."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        bad = [v for v in values if '=' not in v or v.startswith('=')]
+        if bad:
+            parser.error(f'{option_string} expects KEY=VALUE items, got {bad[0]!r}')
+        from mmengine.config import DictAction
+        for item in values:   # mmengine's parser recurses forever on some values (e.g. dict(...)): one at a time
+            try:
+                DictAction(self.option_strings, self.dest)(parser, namespace, [item], option_string)
+            except (RecursionError, ValueError, SyntaxError) as err:
+                parser.error(f'{option_string}: cannot parse {item!r} ({type(err).__name__}); values are numbers, '
+                             f'strings, booleans, None, lists [a,b] and tuples (a,b); set dict keys one by one '
+                             f'(a.b.c=1)')
+
+
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description='Train a detector or classifier (mmscalenet / mmdet config)')
+    p = argparse.ArgumentParser(description='Train a detector or classifier (mmscalenet / mmdet config)',
+                                epilog=__doc__.split('\n\n', 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('config', help='train config file path')
     p.add_argument('--work-dir', help='the dir to save logs and models')
     p.add_argument('--amp', action='store_true', default=False, help='enable automatic-mixed-precision training')
@@ -22,7 +54,8 @@ def parse_args(argv=None):
     p.add_argument('--resume', nargs='?', type=str, const='auto',
                    help='resume from this checkpoint, or without a value from the latest one in the work dir')
     p.add_argument('--cfg-options', nargs='+', action=_DictAction, default={},
-                   help='override config keys, e.g. train_cfg.max_epochs=3 model.backbone.depth=24')
+                   help='override config keys, e.g. train_cfg.max_epochs=3 model.backbone.depth=24; unknown keys '
+                        'are refused')
     p.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none', help='job launcher')
     p.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = p.parse_args(argv)
@@ -31,19 +64,30 @@ def parse_args(argv=None):
     return args
 
 
-class _DictAction(argparse.Action):
-    """Defer to mmengine's DictAction (imported lazily so --help works fast)."""
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        from mmengine.config import DictAction
-        DictAction(self.option_strings, self.dest)(parser, namespace, values, option_string)
+def _is_main_process():
+    return os.environ.get('RANK', '0') == '0'
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    from mmscalenet.tools_common import build_runner_cfg, load_config
+def _remove_new_entries(work_dir, before, created):
+    """Undo what a run that failed before training left in ``work_dir`` (log folder, config copy)."""
+    if not _is_main_process() or not osp.isdir(work_dir):
+        return
+    if created:
+        shutil.rmtree(work_dir, ignore_errors=True)
+        return
+    for name in set(os.listdir(work_dir)) - before:
+        path = osp.join(work_dir, name)
+        if osp.isdir(path) and re.fullmatch(r'\d{8}_\d{6}', name):
+            shutil.rmtree(path, ignore_errors=True)
+        elif osp.isfile(path) and name.endswith('.py'):
+            os.unlink(path)
+
+
+def prepare(args):
+    """Config, checks and work dir: everything before the runner (raises ToolError & co. on user mistakes)."""
+    from mmscalenet.tools_common import (ToolError, add_default_hooks, check_checkpoint_file, latest_checkpoint,
+                                         load_config)
     cfg = load_config(args.config, args.cfg_options)
-    cfg = build_runner_cfg(cfg, args.config, work_dir=args.work_dir, launcher=args.launcher)
     if args.amp:
         if cfg.optim_wrapper.get('type', 'OptimWrapper') == 'AmpOptimWrapper':
             print('AMP training is already enabled in the config.')
@@ -52,17 +96,83 @@ def main(argv=None):
             cfg.optim_wrapper.loss_scale = 'dynamic'
     if args.auto_scale_lr:
         if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
-            raise SystemExit(f'{args.config}: --auto-scale-lr needs auto_scale_lr.base_batch_size in the config')
+            raise ToolError(f'{args.config}: --auto-scale-lr needs auto_scale_lr.base_batch_size in the config')
         cfg.auto_scale_lr.enable = True
+    work_dir = args.work_dir or cfg.get('work_dir', None) or osp.join(
+        './work_dirs', osp.splitext(osp.basename(args.config))[0])
     if args.resume == 'auto':
-        cfg.resume, cfg.load_from = True, None
+        found = latest_checkpoint(work_dir)
+        if found is None:
+            print(f'--resume: no checkpoint in {work_dir}, training from scratch', file=sys.stderr)
+            cfg.resume, cfg.load_from = False, None
+        else:
+            cfg.resume, cfg.load_from = True, found
     elif args.resume is not None:
+        check_checkpoint_file(args.resume, '--resume checkpoint')
         cfg.resume, cfg.load_from = True, args.resume
-    from mmengine.registry import RUNNERS
-    from mmengine.runner import Runner
-    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
-    runner.train()
+    elif cfg.get('load_from', None):
+        check_checkpoint_file(cfg.load_from, 'load_from checkpoint')
+    if 'train_dataloader' not in cfg or 'train_cfg' not in cfg or 'optim_wrapper' not in cfg:
+        missing = [k for k in ('train_dataloader', 'train_cfg', 'optim_wrapper') if k not in cfg]
+        raise ToolError(f'{args.config} cannot be trained: it has no {", ".join(missing)}')
+    add_default_hooks(cfg)
+    cfg.work_dir = work_dir
+    _cpu_distributed(cfg, args.launcher)
+    return cfg
+
+
+def _cpu_distributed(cfg, launcher):
+    """--launcher pytorch without GPUs: gloo process group and DDP without device_ids (mmengine assumes CUDA)."""
+    from mmscalenet.distributed import ddp_wrapper_cfg, init_cpu_distributed
+    backend = (cfg.get('env_cfg', None) or {}).get('dist_cfg', {}).get('backend', 'gloo')
+    if init_cpu_distributed(launcher, backend='gloo' if backend == 'nccl' else backend):
+        wrapper = dict(cfg.get('model_wrapper_cfg', None) or ddp_wrapper_cfg())
+        wrapper['device_ids'] = None
+        cfg.model_wrapper_cfg = wrapper
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if not osp.isfile(args.config):   # before the (slow) OpenMMLab imports
+        print(f'error: config file not found: {args.config}', file=sys.stderr)
+        return 1
+    from mmscalenet.tools_common import build_runner_cfg, format_error, user_error_types
+    errors = user_error_types()
+    try:
+        cfg = prepare(args)
+    except errors as err:
+        print(format_error(err), file=sys.stderr)
+        return 1
+    work_dir = cfg.work_dir
+    created = not osp.exists(work_dir)
+    before = set(os.listdir(work_dir)) if not created and osp.isdir(work_dir) else set()
+    try:
+        cfg = build_runner_cfg(cfg, args.config, work_dir=work_dir, launcher=args.launcher)
+        from mmengine.registry import RUNNERS
+        from mmengine.runner import Runner
+        runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    except errors as err:
+        _remove_new_entries(work_dir, before, created)
+        print(format_error(err), file=sys.stderr)
+        return 1
+    from mmscalenet.checkpoint import CheckpointError
+    try:
+        runner.train()
+    except (FloatingPointError, CheckpointError) + errors as err:
+        if not isinstance(err, (FloatingPointError, CheckpointError)):
+            traceback.print_exc()
+        if _completed_iterations(runner) == 0:   # e.g. the data set is missing: nothing worth keeping
+            _remove_new_entries(work_dir, before, created)
+        print(format_error(err), file=sys.stderr)
+        return 1
+    return 0
+
+
+def _completed_iterations(runner):
+    from mmengine.runner import BaseLoop
+    loop = getattr(runner, '_train_loop', None)
+    return loop.iter if isinstance(loop, BaseLoop) else 0
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""Crash safety: a SIGKILL'd training restarted with --resume ends with the same weights as an uninterrupted run."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import ROOT
+
+CONFIG = f'{ROOT}/tests/configs/rel_tiny_cls.py'
+OPTIONS = ['--cfg-options', 'train_cfg.max_epochs=3', 'param_scheduler.1.end=3']
+
+
+def _train(work_dir, *extra, **env):
+    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1', **env)
+    return subprocess.run([sys.executable, f'{ROOT}/tools/train.py', CONFIG, '--work-dir', str(work_dir), *extra,
+                           *OPTIONS], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+
+
+def _weights(path):
+    import mmscalenet  # noqa: F401  (mmengine's checkpoint types on the allow-list)
+    return torch.load(path, map_location='cpu')['state_dict']
+
+
+@pytest.fixture(scope='module')
+def uninterrupted(tmp_path_factory):
+    work = tmp_path_factory.mktemp('full')
+    proc = _train(work)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return _weights(work / 'epoch_3.pth')
+
+
+def _assert_same(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_sigkill_mid_epoch_then_resume(tmp_path, uninterrupted):
+    killed = _train(tmp_path, REL_KILL_AT_ITER='3')          # epoch 2, first batch; epoch_1.pth exists
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert (tmp_path / 'epoch_1.pth').exists() and not (tmp_path / 'epoch_2.pth').exists()
+    resumed = _train(tmp_path, '--resume')
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert 'resumed epoch: 1' in resumed.stdout + resumed.stderr
+    _assert_same(_weights(tmp_path / 'epoch_3.pth'), uninterrupted)
+
+
+def test_sigkill_during_checkpoint_save_then_resume(tmp_path, uninterrupted):
+    killed = _train(tmp_path, REL_KILL_IN_SAVE='2')          # dies while epoch_2.pth is being written
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert not (tmp_path / 'epoch_2.pth').exists()            # no half file under the checkpoint's name
+    assert (tmp_path / 'last_checkpoint').read_text().strip().endswith('epoch_1.pth')
+    _weights(tmp_path / 'epoch_1.pth')                        # the previous checkpoint is intact
+    assert any(p.name.startswith('.tmp-epoch_2.pth') for p in tmp_path.iterdir())   # the unfinished temp file
+    resumed = _train(tmp_path, '--resume')
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    _assert_same(_weights(tmp_path / 'epoch_3.pth'), uninterrupted)
+
+
+def test_resume_survives_a_broken_last_checkpoint_pointer(tmp_path):
+    from mmscalenet.tools_common import latest_checkpoint
+    for n in (1, 2):
+        (tmp_path / f'epoch_{n}.pth').write_bytes(b'x')
+    (tmp_path / 'last_checkpoint').write_text('')             # killed while writing the pointer
+    assert latest_checkpoint(str(tmp_path)) == str(tmp_path / 'epoch_2.pth')
+    (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'epoch_1.pth'))
+    assert latest_checkpoint(str(tmp_path)) == str(tmp_path / 'epoch_1.pth')
+    assert latest_checkpoint(str(tmp_path / 'nothing')) is None

@@ -1,0 +1,141 @@
+#!/usr/bin/env python
+"""Export a ScaleNet model as a plain timm VisionTransformer of depth D, or in the compact shared format.
+
+--format timm (default) writes the state dict of timm's VisionTransformer(depth=D, ...): every shared tensor
+untied (one copy per position), LoRA deltas merged into the weights, function-preserving gates folded into
+attn.proj / mlp.fc2. The result loads into timm without mmscalenet and computes the same outputs; the tool checks
+that on a random batch before writing. Models with ParallelAdapter adapters have no such equivalent (ReLU between
+the adapter's projections) and are refused: export them with --format scalenet.
+
+--format scalenet writes the unique tensors + the depth plan + the adapters (each shared tensor once): compact,
+safetensors-compatible, loaded with mmscalenet (mmscalenet.checkpoint.load_scalenet or init_cfg=Pretrained).
+
+SRC is a ScaleNet-format checkpoint (tools/expand.py, save_scalenet) or a training checkpoint of tools/train.py
+(its metadata describes the backbone); with --config, the backbone is built from the config's model.backbone
+instead. DST ending in .safetensors gives a safetensors file, anything else a torch.save file of plain tensors. DST
+is written only if everything succeeded.
+
+Examples:
+    python tools/export.py work_dirs/lora_run/epoch_100.pth deit-s-24l-timm.pth
+    python tools/export.py grown.pth grown.safetensors --format scalenet
+    python -c "import timm, torch; m = timm.models.vision_transformer.VisionTransformer(depth=24, embed_dim=384, \\
+        num_heads=6, num_classes=1000); m.load_state_dict(torch.load('deit-s-24l-timm.pth'))"
+"""
+import argparse
+import json
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split('\n\n', 1)[1])
+    p.add_argument('src', help='ScaleNet-format or tools/train.py checkpoint (.pth / .safetensors)')
+    p.add_argument('dst', help='output file (.pth or .safetensors)')
+    p.add_argument('--format', choices=['timm', 'scalenet'], default='timm',
+                   help='timm: plain untied VisionTransformer state dict (default); scalenet: shared format')
+    p.add_argument('--config', help='build the backbone from this config\'s model.backbone (for checkpoints '
+                                    'without ScaleNet metadata)')
+    p.add_argument('--no-head', action='store_true', help='leave the classifier head out')
+    p.add_argument('--skip-check', action='store_true',
+                   help='do not compare the exported timm model with the ScaleNet model before writing')
+    p.add_argument('--atol', type=float, default=1e-4, help='tolerance of the output check (fp32, default 1e-4)')
+    return p.parse_args(argv)
+
+
+def _backbone_from_config(path):
+    from mmscalenet.tools_common import load_config
+    cfg = load_config(path)
+    model_cfg = cfg.get('model', None)
+    backbone = model_cfg.get('backbone', None) if model_cfg is not None else None
+    if backbone is None:
+        from mmscalenet.tools_common import ToolError
+        raise ToolError(f'{path} has no model.backbone')
+    kw = dict(backbone)
+    kw.pop('type', None)
+    kw.pop('init_cfg', None)
+    from mmscalenet.models import ScaleNetViT
+    return ScaleNetViT(**kw)
+
+
+def load_model(src, config=None):
+    """(ScaleNetViT with the checkpoint's weights, head tensors) from SRC."""
+    from mmscalenet.checkpoint import (CheckpointError, backbone_state_dict, build_from_meta, resolve_checkpoint,
+                                       split_checkpoint)
+    state, meta = split_checkpoint(resolve_checkpoint(src))
+    backbone_state, head = backbone_state_dict(state)
+    if config is not None:
+        model = _backbone_from_config(config)
+    elif meta:
+        model = build_from_meta(meta)
+    else:
+        raise CheckpointError(f'{src} carries no ScaleNet metadata (depth plan, adapters): pass the config it was '
+                              f'trained with (--config CONFIG)')
+    missing, unexpected = model.load_state_dict(backbone_state, strict=False)
+    if missing:
+        raise CheckpointError(f'{src} does not hold the whole backbone: missing {sorted(missing)[:5]}'
+                              f'{" ..." if len(missing) > 5 else ""}')
+    return model.eval(), head
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from mmscalenet.checkpoint import (CheckpointError, NotMergeableError, atomic_save, save_safetensors,
+                                       save_scalenet, timm_head, timm_kwargs, untied_state_dict)
+    from mmscalenet.tools_common import ToolError
+    try:
+        model, head = load_model(args.src, args.config)
+        head = {} if args.no_head else timm_head(head, model.embed_dims)
+        if args.format == 'scalenet':
+            save_scalenet(model, args.dst, head=head or None)
+            print(f'wrote {args.dst}: ScaleNet format, {model.plan.base_depth} shared layers -> {model.plan.depth} '
+                  f'positions, adapter={model.adapter_cfg["type"] if model.adapter_cfg else None}')
+            return 0
+        state = untied_state_dict(model, head=head or None)
+        kwargs = timm_kwargs(model, num_classes=int(head['weight'].shape[0]) if head else 0)
+        if not args.skip_check:
+            _check(model, head, state, kwargs, args.atol)
+    except NotMergeableError as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 2
+    except (CheckpointError, ToolError, FileNotFoundError, ValueError, TypeError) as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 1
+    if args.dst.endswith('.safetensors'):
+        save_safetensors(state, kwargs, args.dst, meta_key='timm_vision_transformer_kwargs')
+    else:
+        atomic_save(state, args.dst)
+    print(f'wrote {args.dst}: timm VisionTransformer({", ".join(f"{k}={v!r}" for k, v in kwargs.items())}), '
+          f'{sum(v.numel() for v in state.values()) / 1e6:.2f} M parameters (untied)')
+    print('load with: VisionTransformer(**' + json.dumps({k: list(v) if isinstance(v, tuple) else v
+                                                         for k, v in kwargs.items()}) + ').load_state_dict(...)')
+    return 0
+
+
+def _check(model, head, state, kwargs, atol):
+    import torch
+    from timm.models.vision_transformer import VisionTransformer
+
+    from mmscalenet.checkpoint import CheckpointError
+    ref = VisionTransformer(**kwargs).eval()
+    ref.load_state_dict(state)          # strict: every key of timm's model, nothing else
+    x = torch.randn(2, model.patch_embed.proj.in_channels, *model.img_size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ours = model(x)[0]
+        if head:
+            ours = torch.nn.functional.linear(ours, head['weight'], head['bias'])
+            theirs = ref(x)
+        else:
+            theirs = ref.forward_head(ref.forward_features(x), pre_logits=True)
+    diff = (ours - theirs).abs().max().item()
+    if diff > atol:
+        raise CheckpointError(f'the exported timm model differs from the ScaleNet model by {diff:.3g} (> {atol}); '
+                              f'nothing was written')
+    print(f'check: timm VisionTransformer output == ScaleNet output (max abs diff {diff:.2e})')
+
+
+if __name__ == '__main__':
+    sys.exit(main())
