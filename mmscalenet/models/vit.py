@@ -162,8 +162,9 @@ class Position(nn.Module):
             self.lora = nn.ModuleDict({t: LoRA(*shapes[t], rank=adapter['rank'], alpha=adapter['alpha'])
                                        for t in adapter['targets']})
         if gated:  # function-preserving growth: an inserted position starts as the identity
-            self.gate_attn = nn.Parameter(torch.zeros(()))
-            self.gate_mlp = nn.Parameter(torch.zeros(()))
+            # shape (1,), not a 0-dim scalar: FSDP2 cannot shard 0-dim parameters
+            self.gate_attn = nn.Parameter(torch.zeros(1))
+            self.gate_mlp = nn.Parameter(torch.zeros(1))
         else:
             self.gate_attn = self.gate_mlp = None
         if rel_pos_size > 0:
@@ -312,8 +313,14 @@ class ScaleNetViT(nn.Module):
         if out_type not in OUT_TYPES:
             raise ValueError(f'out_type must be one of {OUT_TYPES}, got {out_type!r}')
         self.out_type = out_type
-        if isinstance(img_size, int):
+        for name, v in (('patch_size', patch_size), ('in_channels', in_channels)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f'{name} must be a positive integer, got {v!r}')
+        if isinstance(img_size, int) and not isinstance(img_size, bool):
             img_size = (img_size, img_size)
+        if not isinstance(img_size, (tuple, list)) or not all(
+                isinstance(s, int) and not isinstance(s, bool) for s in img_size):
+            raise TypeError(f'img_size must be an int or a pair of ints, got {img_size!r}')
         img_size = tuple(img_size)
         if len(img_size) != 2 or any(s < patch_size for s in img_size):
             raise ValueError(f'img_size must be one int or (H, W), each >= patch_size={patch_size}; got {img_size}')
@@ -419,6 +426,9 @@ class ScaleNetViT(nn.Module):
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         if x.dim() != 4:
             raise ValueError(f'ScaleNetViT expects images (B, C, H, W), got shape {tuple(x.shape)}')
+        if x.shape[1] != self.patch_embed.proj.in_channels:
+            raise ValueError(f'ScaleNetViT expects {self.patch_embed.proj.in_channels} input channels, got '
+                             f'{x.shape[1]} (shape {tuple(x.shape)})')
         ps = self.patch_size
         pad_h, pad_w = (-x.shape[2]) % ps, (-x.shape[3]) % ps
         if pad_h or pad_w:  # any input size: pad bottom/right to whole patches
