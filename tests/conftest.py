@@ -1,4 +1,5 @@
 """Shared test fixtures: tiny architectures and locally made timm checkpoints (no downloads)."""
+import itertools
 import os
 import sys
 
@@ -33,11 +34,14 @@ def tiny_timm():
     return timm_vit()
 
 
+_scope_ids = itertools.count()
+
+
 @pytest.fixture
 def mmdet_scope():
     """mmcv's build_norm_layer looks custom norms up in the current default scope."""
     from mmengine.registry import DefaultScope
     import mmscalenet  # noqa: F401
-    name = f'mmscalenet-test-{os.getpid()}-{id(object())}'
+    name = f'mmscalenet-test-{os.getpid()}-{next(_scope_ids)}'
     scope = DefaultScope.get_instance(name, scope_name='mmdet')
     yield scope

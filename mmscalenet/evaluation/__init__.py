@@ -1,1 +1,4 @@
-"""Placeholder: filled in by its issue."""
+"""Evaluation: top-k classification accuracy."""
+from .accuracy import TopKAccuracy, topk_accuracy
+
+__all__ = ['TopKAccuracy', 'topk_accuracy']

@@ -13,7 +13,7 @@ from mmengine.model import BaseDataPreprocessor, BaseModel
 from mmengine.structures import BaseDataElement
 from torch import nn
 
-from ..checkpoint import CheckpointError, backbone_state_dict, load_into_backbone, resolve_checkpoint, split_checkpoint
+from ..checkpoint import backbone_state_dict, load_into_backbone, resolve_checkpoint, split_checkpoint
 from ..utils import log
 
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)

@@ -1,0 +1,132 @@
+#!/usr/bin/env python
+"""Turn an ImageNet-stage run checkpoint (mmengine, ScaleNetClassifier) into a ScaleNet-format backbone file.
+
+The output holds the backbone's unique tensors, the depth plan and the classifier head; detection configs load it
+with ``backbone.init_cfg=dict(type='Pretrained', checkpoint=DST)``. SRC may be a run's work dir: the best
+checkpoint by val top-1 (``best_accuracy_top1_epoch_*.pth``) is taken, else the last one. The model config comes
+from the checkpoint's metadata (mmengine stores it), or from --config.
+
+If the run used EMA (``configs/_base_/ema.py``), mmengine saved the averaged weights as the checkpoint's
+``state_dict``: they are what is extracted; --no-ema takes the raw weights instead.
+
+Examples:
+    python tools/extract_backbone.py work_dirs/scalenet_deit-s-24l_8xb128-100e_in1k deit-s-24l_in1k.pth
+    python tools/extract_backbone.py work_dirs/x/epoch_100.pth backbone.pth --config configs/imagenet/X.py
+"""
+import argparse
+import glob
+import os
+import os.path as osp
+import re
+import sys
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split('\n\n', 1)[1])
+    p.add_argument('src', help='run checkpoint (.pth) or a run work dir (takes its best, else last, checkpoint)')
+    p.add_argument('dst', help='output backbone checkpoint (.pth or .safetensors), written atomically')
+    p.add_argument('--config', help='model config, when the checkpoint carries none (or to override it)')
+    p.add_argument('--no-head', action='store_true', help='leave the classifier head out')
+    p.add_argument('--no-ema', action='store_true', help='take the raw weights of an EMA run (ema_state_dict)')
+    return p.parse_args(argv)
+
+
+def find_checkpoint(src: str) -> str:
+    """A file as it is; a work dir -> its best-top-1 checkpoint, else the one ``last_checkpoint`` names."""
+    if osp.isfile(src):
+        return src
+    if not osp.isdir(src):
+        raise SystemExit(f'no such checkpoint file or work dir: {src}')
+    best = glob.glob(osp.join(src, 'best_accuracy_top1_*.pth'))
+    if best:
+        return max(best, key=lambda f: int((re.findall(r'(\d+)\.pth$', f) or ['0'])[0]))
+    last = osp.join(src, 'last_checkpoint')
+    if osp.isfile(last):
+        with open(last) as f:
+            path = f.read().strip()
+        if osp.isfile(path):
+            return path
+        if osp.isfile(osp.join(src, osp.basename(path))):
+            return osp.join(src, osp.basename(path))
+    ckpts = sorted(glob.glob(osp.join(src, 'epoch_*.pth')), key=lambda f: int(re.findall(r'(\d+)\.pth$', f)[0]))
+    if ckpts:
+        return ckpts[-1]
+    raise SystemExit(f'{src} holds no checkpoint (best_accuracy_top1_*.pth, last_checkpoint or epoch_*.pth)')
+
+
+def backbone_cfg(obj, config_path):
+    """The ``model.backbone`` config of the run: from --config, else from the checkpoint's ``meta.cfg`` text."""
+    from mmengine.config import Config
+    if config_path:
+        if not osp.isfile(config_path):
+            raise SystemExit(f'config file not found: {config_path}')
+        cfg = Config.fromfile(config_path)
+        where = config_path
+    else:
+        text = (obj.get('meta') or {}).get('cfg') if isinstance(obj, dict) else None
+        if not isinstance(text, str) or not text.strip():
+            raise SystemExit('the checkpoint carries no config (meta.cfg): pass the run\'s config with --config')
+        cfg = Config.fromstring(text, '.py')
+        where = 'the checkpoint\'s meta.cfg'
+    model = cfg.get('model') or {}
+    if model.get('type') != 'ScaleNetClassifier' or 'backbone' not in model:
+        raise SystemExit(f'{where}: model.type is {model.get("type")!r}, expected ScaleNetClassifier with a backbone')
+    bb = dict(model['backbone'])
+    if bb.pop('type', 'ScaleNetViT') not in ('ScaleNetViT', 'mmdet.ScaleNetViT'):
+        raise SystemExit(f'{where}: the backbone is not a ScaleNetViT')
+    bb['init_cfg'] = None
+    bb['drop_path_rate'] = bb.get('drop_path_rate', 0.0)
+    return bb
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    import torch
+
+    import mmscalenet  # noqa: F401  (registers mmscalenet; lets torch load mmengine checkpoints safely)
+    from mmscalenet.checkpoint import (CheckpointError, backbone_state_dict, install_mmengine_safe_load,
+                                       safe_load, save_scalenet)
+    from mmscalenet.expansion import count_parameters, format_parameter_table
+    from mmscalenet.models import ScaleNetViT
+
+    install_mmengine_safe_load()
+    src = find_checkpoint(args.src)
+    try:
+        obj = safe_load(src)
+    except CheckpointError as err:
+        raise SystemExit(str(err))
+    if not isinstance(obj, dict) or not isinstance(obj.get('state_dict'), dict):
+        raise SystemExit(f'{src} is not an mmengine run checkpoint (no "state_dict")')
+    state = obj['state_dict']
+    if args.no_ema:
+        if not isinstance(obj.get('ema_state_dict'), dict):
+            raise SystemExit(f'--no-ema: {src} has no ema_state_dict (the run did not use EMA)')
+        state = {k[len('module.'):]: v for k, v in obj['ema_state_dict'].items() if k.startswith('module.')}
+    if not any(k.startswith('backbone.') for k in state):
+        raise SystemExit(f'{src} has no backbone.* tensors: not a ScaleNetClassifier checkpoint')
+    bb_state, head = backbone_state_dict({k: v for k, v in state.items() if isinstance(v, torch.Tensor)})
+    try:
+        model = ScaleNetViT(**backbone_cfg(obj, args.config))
+    except (TypeError, ValueError) as err:
+        raise SystemExit(f'cannot build the backbone from the run config: {err}')
+    missing, unexpected = model.load_state_dict(bb_state, strict=False)
+    if missing or unexpected:
+        raise SystemExit(f'{src} does not match the run config\'s backbone: {len(missing)} missing '
+                         f'({", ".join(missing[:4])}), {len(unexpected)} unexpected ({", ".join(unexpected[:4])})')
+    head = {} if args.no_head else {k: v for k, v in head.items() if k in ('weight', 'bias')}
+    os.makedirs(osp.dirname(osp.abspath(args.dst)), exist_ok=True)
+    save_scalenet(model, args.dst, head=head or None)
+    plan = model.plan
+    meta = obj.get('meta') or {}
+    print(f'{src} (epoch {meta.get("epoch", "?")}) -> {args.dst}')
+    print(f'backbone: base depth {plan.base_depth} -> depth {plan.depth}, sources {list(plan.sources)}; head: '
+          f'{tuple(head["weight"].shape) if head else "not included"}')
+    print(format_parameter_table(count_parameters(model)))
+
+
+if __name__ == '__main__':
+    main()
