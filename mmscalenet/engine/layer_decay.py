@@ -1,1 +1,162 @@
-"""Placeholder: filled in by its issue."""
+"""Layer-wise learning-rate decay for ScaleNet backbones, aware of the weight sharing.
+
+ViTDet / BEiT layer decay gives the parameters of block i the learning rate ``base_lr * rate ** (D + 1 - (i + 1))``.
+In a grown model a base layer's tensors are stored once (``backbone.blocks.{j}``) and run at several positions,
+so they get the layer id of their *original* position (the first position that uses them); everything that
+belongs to one position (``backbone.positions.{p}``: adapters, LoRA, gates, own norms, rel-pos tables) gets that
+position's id:
+
+=====================================================  =====================================
+parameter                                              layer id
+=====================================================  =====================================
+``backbone.patch_embed.*``, ``pos_embed``, ``cls_token``  0
+``backbone.blocks.{j}.*``                              ``plan.original_positions[j] + 1``
+``backbone.positions.{p}.*``                           ``p + 1``
+everything else (neck, heads, backbone ``norm``)       ``D + 1``
+=====================================================  =====================================
+
+lr = ``base_lr * decay_rate ** (D + 1 - layer_id)``. Weight decay is 0 for normalisation layers (anywhere in the
+model, as detectron2's ViTDet recipe does), position embeddings, the class token, relative-position tables and the
+function-preserving gates; ``base_wd`` for everything else. Every parameter is in exactly one group, and a shared
+tensor is seen once.
+
+Config::
+
+    optim_wrapper = dict(constructor='ScaleNetLayerDecayOptimizerConstructor',
+                         paramwise_cfg=dict(decay_rate=0.7, num_layers=24),   # num_layers optional
+                         optimizer=dict(type='AdamW', lr=1e-4, weight_decay=0.1))
+"""
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from typing import Dict, List, Optional, Tuple
+
+from mmdet.registry import OPTIM_WRAPPER_CONSTRUCTORS
+from mmengine.logging import print_log
+from mmengine.optim import DefaultOptimWrapperConstructor
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.instancenorm import _InstanceNorm
+
+# Parameter-name patterns (after the model prefix) that never get weight decay.
+NO_DECAY_PATTERNS = (r'(^|\.)pos_embed$', r'(^|\.)cls_token$', r'(^|\.)rel_pos_[hw]$', r'(^|\.)gate_(attn|mlp)$')
+_KNOWN_KEYS = ('decay_rate', 'num_layers', 'decay_type')
+
+
+def _norm_types() -> Tuple[type, ...]:
+    from ..models.simple_fpn import LN2d
+    return (nn.LayerNorm, nn.GroupNorm, _BatchNorm, _InstanceNorm, nn.LocalResponseNorm, LN2d)
+
+
+def find_backbone(model: nn.Module) -> Tuple[str, Optional[nn.Module]]:
+    """(prefix, module) of the backbone: ``model.backbone`` for detectors / classifiers, or the model itself."""
+    if hasattr(model, 'module') and isinstance(model.module, nn.Module):  # DDP / FSDP wrappers
+        model = model.module
+    if isinstance(getattr(model, 'backbone', None), nn.Module):
+        return 'backbone.', model.backbone
+    if hasattr(model, 'blocks'):
+        return '', model
+    return 'backbone.', None
+
+
+def layer_id_fn(model: nn.Module, num_layers: Optional[int] = None):
+    """A function ``name -> layer id`` for ``model``'s parameter names, and the depth D it uses."""
+    prefix, backbone = find_backbone(model)
+    plan = getattr(backbone, 'plan', None)
+    if plan is not None:
+        depth = plan.depth
+        original = plan.original_positions
+    else:  # a plain ViT with ``blocks.{i}``: the usual layer decay
+        n = len(getattr(backbone, 'blocks', [])) if backbone is not None else 0
+        depth, original = n, tuple(range(n))
+    if num_layers is not None and int(num_layers) != depth:
+        raise ValueError(f'paramwise_cfg.num_layers={num_layers} but the backbone has depth {depth} (grown depth '
+                         f'D for ScaleNet models): set num_layers={depth} or leave it out')
+    if depth == 0:
+        raise ValueError('ScaleNetLayerDecayOptimizerConstructor found no backbone with a depth plan or '
+                         '``blocks`` (expected model.backbone to be a ScaleNetViT or a ViT)')
+    embed = re.compile(rf'^{re.escape(prefix)}(patch_embed\.|pos_embed$|cls_token$|dist_token$)')
+    block = re.compile(rf'^{re.escape(prefix)}blocks\.(\d+)\.')
+    position = re.compile(rf'^{re.escape(prefix)}positions\.(\d+)\.')
+
+    def layer_id(name: str) -> int:
+        if embed.match(name):
+            return 0
+        m = block.match(name)
+        if m:
+            return original[int(m.group(1))] + 1
+        m = position.match(name)
+        if m:
+            return int(m.group(1)) + 1
+        return depth + 1
+
+    return layer_id, depth
+
+
+@OPTIM_WRAPPER_CONSTRUCTORS.register_module()
+class ScaleNetLayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
+    """Layer-wise lr decay over the grown depth, with shared tensors at their original position's rate."""
+
+    def __init__(self, optim_wrapper_cfg: dict, paramwise_cfg: Optional[dict] = None):
+        paramwise_cfg = dict(paramwise_cfg or {})
+        if 'decay_rate' not in paramwise_cfg:
+            raise ValueError('ScaleNetLayerDecayOptimizerConstructor needs paramwise_cfg=dict(decay_rate=..., '
+                             '[num_layers=D]), e.g. decay_rate=0.7')
+        unknown = sorted(set(paramwise_cfg) - set(_KNOWN_KEYS))
+        if unknown:
+            raise ValueError(f'ScaleNetLayerDecayOptimizerConstructor: unknown paramwise_cfg keys {unknown}; it '
+                             f'accepts {list(_KNOWN_KEYS)}')
+        if paramwise_cfg.get('decay_type', 'layer_wise') != 'layer_wise':
+            raise ValueError(f'only decay_type="layer_wise" is supported, got {paramwise_cfg["decay_type"]!r}')
+        rate = paramwise_cfg['decay_rate']
+        if not isinstance(rate, (int, float)) or not 0 < rate <= 1:
+            raise ValueError(f'paramwise_cfg.decay_rate must be in (0, 1], got {rate!r}')
+        super().__init__(optim_wrapper_cfg, paramwise_cfg)
+        if self.base_lr is None:
+            raise ValueError('ScaleNetLayerDecayOptimizerConstructor needs optimizer.lr')
+
+    def add_params(self, params: List[dict], module: nn.Module, prefix: str = '', **kwargs) -> None:
+        """Fill ``params`` with one group per (layer id, decay / no decay)."""
+        rate = float(self.paramwise_cfg['decay_rate'])
+        layer_id, depth = layer_id_fn(module, self.paramwise_cfg.get('num_layers'))
+        base_wd = self.base_wd if self.base_wd is not None else 0.0
+        norm_types = _norm_types()
+        norm_params = set()
+        for mod in module.modules():
+            # by type, and by name for equivalent norms from other packages (mmdet's ViTDet project's LN2d)
+            if isinstance(mod, norm_types) or type(mod).__name__ in ('LN2d', 'LayerNorm2d'):
+                norm_params.update(id(p) for p in mod.parameters(recurse=False))
+        no_decay = [re.compile(p) for p in NO_DECAY_PATTERNS]
+
+        groups: Dict[Tuple[int, bool], dict] = OrderedDict()
+        for name, param in module.named_parameters(prefix=prefix.rstrip('.')):  # each shared tensor once
+            lid = layer_id(name)
+            decay = not (id(param) in norm_params or any(p.search(name) for p in no_decay))
+            key = (lid, decay)
+            if key not in groups:
+                scale = rate ** (depth + 1 - lid)
+                groups[key] = dict(params=[], param_names=[], lr=self.base_lr * scale, lr_scale=scale,
+                                   weight_decay=base_wd if decay else 0.0, layer_id=lid,
+                                   group_name=f'layer_{lid}_{"decay" if decay else "no_decay"}')
+            groups[key]['params'].append(param)
+            groups[key]['param_names'].append(name)
+        ordered = [groups[k] for k in sorted(groups)]
+        params.extend(ordered)
+        print_log(self.summary(ordered, depth, rate), logger='current')
+
+    @staticmethod
+    def summary(groups: List[dict], depth: int, rate: float) -> str:
+        """A compact table: one line per layer id with its lr scale and parameter counts."""
+        per_layer: Dict[int, List[int]] = OrderedDict()
+        for g in groups:
+            counts = per_layer.setdefault(g['layer_id'], [0, 0, 0])
+            n = sum(p.numel() for p in g['params'])
+            counts[0 if g['weight_decay'] else 1] += n
+            counts[2] = len(g['param_names']) + counts[2]
+        lines = [f'ScaleNet layer decay: depth D={depth}, decay_rate={rate}, {len(groups)} param groups '
+                 f'(layer id: lr scale, #tensors, params with / without weight decay)']
+        for lid, (wd, nwd, tensors) in per_layer.items():
+            what = 'embeddings' if lid == 0 else ('neck, heads, rest' if lid == depth + 1 else f'position {lid - 1}')
+            lines.append(f'  {lid:>3} ({what}): {rate ** (depth + 1 - lid):.3g}, {tensors}, {wd:,} / {nwd:,}')
+        return '\n'.join(lines)

@@ -45,10 +45,9 @@ class LN2d(nn.Module):
         return f'{self.weight.shape[0]}, eps={self.eps}'
 
 
-# mmdet's ViTDet project registers an ``LN2d`` of its own (same computation, eps 1e-6). Register ours only if the
-# name is free, so importing that project first does not break ``import mmscalenet``.
-if 'LN2d' not in MODELS.module_dict:
-    MODELS.register_module(name='LN2d', module=LN2d)
+# mmdet's ViTDet project registers an ``LN2d`` of its own (same computation, eps 1e-6). Ours is registered under a
+# unique name, so both packages import in either order (norm_cfg=dict(type='ScaleNetLN2d')).
+MODELS.register_module(name='ScaleNetLN2d', module=LN2d)
 
 
 def _level_exponent(factor: float) -> int:
@@ -109,7 +108,7 @@ class ScaleNetSimpleFPN(BaseModule):
 
     def __init__(self, backbone_channel: int, out_channels: int = 256, num_outs: int = 5,
                  scale_factors: Sequence[float] = (4, 2, 1, 0.5), in_channels: Optional[Sequence[int]] = None,
-                 conv_cfg: Optional[dict] = None, norm_cfg: Optional[dict] = dict(type='LN2d'),
+                 conv_cfg: Optional[dict] = None, norm_cfg: Optional[dict] = dict(type='ScaleNetLN2d'),
                  act_cfg: Optional[dict] = None, init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
         if not scale_factors:
@@ -162,7 +161,7 @@ class ScaleNetMultiLevelNeck(BaseModule):
 
     def __init__(self, in_channels: int, scale_factors: Sequence[float] = (4, 2, 1, 0.5),
                  fpn: Optional[dict] = dict(type='FPN', out_channels=256, num_outs=5),
-                 norm_cfg: Optional[dict] = dict(type='LN2d'), init_cfg: Optional[dict] = None):
+                 norm_cfg: Optional[dict] = dict(type='ScaleNetLN2d'), init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
         if not scale_factors:
             raise ValueError('scale_factors must name at least one level')

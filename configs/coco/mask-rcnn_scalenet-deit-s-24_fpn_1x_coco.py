@@ -1,0 +1,40 @@
+# Mask R-CNN with a classic FPN on a grown ViT (Li et al., "Benchmarking detection transfer learning with vision
+# transformers"): DeiT-S grown to 24 positions; the maps of positions 6, 12, 18 and 24 are rescaled to strides
+# 4, 8, 16, 32 by ScaleNetMultiLevelNeck and fed to mmdet's FPN. mmdet's 1x schedule and data (1333x800, flip),
+# with AdamW + sharing-aware layer decay instead of SGD. Batch 16 = 8 GPUs x 2.
+_base_ = 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'
+default_scope = 'mmdet'
+custom_imports = dict(imports=['mmscalenet'], allow_failed_imports=False)
+
+model = dict(
+    backbone=dict(
+        _delete_=True,
+        type='ScaleNetViT',
+        arch='deit-small',
+        depth=24,
+        mapping='cyclic',
+        adapter=dict(type='ParallelAdapter', bottleneck=8, sites=('attn', 'mlp')),
+        img_size=224,
+        patch_size=16,
+        drop_path_rate=0.2,
+        out_type='featmap',
+        out_indices=(5, 11, 17, 23),
+        window_size=14,
+        global_indices=(5, 11, 17, 23),
+        use_rel_pos=True,
+        with_cp=False,
+        init_cfg=dict(type='Pretrained', checkpoint='timm:deit_small_patch16_224.fb_in1k')),
+    neck=dict(
+        _delete_=True,
+        type='ScaleNetMultiLevelNeck',
+        in_channels=384,
+        scale_factors=(4, 2, 1, 0.5),
+        norm_cfg=dict(type='ScaleNetLN2d', requires_grad=True),
+        fpn=dict(type='FPN', out_channels=256, num_outs=5)))
+
+optim_wrapper = dict(
+    _delete_=True,
+    type='AmpOptimWrapper',
+    constructor='ScaleNetLayerDecayOptimizerConstructor',
+    paramwise_cfg=dict(decay_rate=0.7, num_layers=24),
+    optimizer=dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.1))

@@ -1,0 +1,230 @@
+"""Detection half of the embedded demo: Mask R-CNN on digit scenes with the classification half's backbones (CPU).
+
+1. Generate the digit scenes (:mod:`mmscalenet.demo.digit_scenes`, COCO format) under ``<work_dir>/detection/``.
+2. Train ``configs/demo/digits_det_base.py`` (backbone: the depth-L model, ``BASE_BACKBONE``) and
+   ``configs/demo/digits_det_scalenet.py`` (the ScaleNet model grown to 2L, ``SCALENET_BACKBONE``) with the same
+   recipe and seed; each backbone is configured from its checkpoint's ScaleNet metadata (arch, plan, adapters).
+3. Evaluate both on the val scenes with mmdet's ``CocoMetric`` (bbox + segm).
+4. Merge ``detection.{base,scalenet}.{bbox_mAP,bbox_mAP_50,segm_mAP,train_seconds,...}`` into ``summary.json``,
+   write ``detection.md`` (table) and PNGs of predictions on a few val scenes, print the table.
+
+    python -m mmscalenet.demo.detection --work-dir work_dirs/demo
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import os.path as osp
+import time
+from typing import Any, Dict, List, Optional, Sequence
+
+from . import BASE_BACKBONE, SCALENET_BACKBONE, SUMMARY
+from .digit_scenes import CLASSES, generate
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+CONFIG_DIR = osp.join(ROOT, 'configs', 'demo')
+RUNS = (('base', BASE_BACKBONE), ('scalenet', SCALENET_BACKBONE))
+# Scene set sizes: enough for a clear signal within the CPU budget (both trainings under 10 minutes on 2 cores).
+NUM_TRAIN, NUM_VAL = 800, 150
+NUM_PICTURES = 4
+
+
+class MissingBackboneError(FileNotFoundError):
+    """The classification half has not written its backbone checkpoints yet."""
+
+
+def backbone_overrides(checkpoint: str) -> Dict[str, Any]:
+    """Backbone config entries read from a ScaleNet checkpoint's metadata (arch, depth, plan, adapters, grid)."""
+    from ..checkpoint import safe_load, split_checkpoint
+    _, meta = split_checkpoint(safe_load(checkpoint))
+    if not meta:
+        raise ValueError(f'{checkpoint} has no ScaleNet metadata (meta.scalenet); save it with '
+                         f'mmscalenet.checkpoint.save_scalenet')
+    out = dict(arch=dict(meta['arch']), depth=len(meta['sources']), mapping=list(meta['sources']),
+               adapter=dict(meta['adapter']) if meta.get('adapter') else None,
+               function_preserving=bool(meta.get('function_preserving', False)),
+               unshared=tuple(meta.get('unshared', ())), patch_size=int(meta['patch_size']),
+               img_size=tuple(meta['img_size']))
+    if out['adapter'] is not None and 'sites' in out['adapter']:
+        out['adapter']['sites'] = tuple(out['adapter']['sites'])
+    return out
+
+
+def build_config(run: str, checkpoint: str, scenes: Dict[str, str], work_dir: str, seed: int,
+                 max_iters: Optional[int] = None):
+    """``configs/demo/digits_det_<run>.py`` with the data paths, backbone, work dir and seed of this demo run."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(osp.join(CONFIG_DIR, f'digits_det_{run}.py'))
+    bb = cfg.model.backbone
+    for key, value in backbone_overrides(checkpoint).items():
+        bb[key] = value
+    bb.init_cfg = dict(type='Pretrained', checkpoint=checkpoint)
+    root = scenes['root'].rstrip('/') + '/'
+    for loader, split in (('train_dataloader', 'train'), ('test_dataloader', 'val')):
+        ds = cfg[loader].dataset
+        ds.data_root = root
+        ds.ann_file = f'annotations/instances_{split}.json'
+        ds.data_prefix = dict(img=f'{split}/')
+    cfg.test_evaluator.ann_file = scenes['val_ann']
+    # evaluate once, after training (train_seconds then excludes evaluation)
+    cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
+    if max_iters is not None:
+        cfg.train_cfg.max_iters = max_iters
+        cfg.default_hooks.checkpoint.interval = max_iters
+        for sched in cfg.param_scheduler:
+            sched.end = min(sched.end, max_iters)
+            sched.begin = min(sched.begin, max(max_iters - 1, 0))
+    cfg.train_cfg.val_interval = cfg.train_cfg.max_iters + 1
+    cfg.work_dir = osp.join(work_dir, 'detection', run)
+    cfg.randomness = dict(seed=seed, deterministic=False)
+    stamp = f'{os.getpid()}_{time.strftime("%Y%m%d_%H%M%S")}'
+    cfg.experiment_name = f'digits_det_{run}_{stamp}'
+    cfg.visualizer.name = f'digits_det_{run}_{stamp}'
+    return cfg
+
+
+def draw_predictions(model, cfg, image_paths: Sequence[str], out_files: Sequence[str], score_thr: float = 0.3,
+                     classes: Optional[Sequence[str]] = None, upscale: int = 1) -> list:
+    """Run ``model`` on images and save them with boxes, labels and masks drawn (mmdet's ``DetLocalVisualizer``).
+
+    ``upscale`` > 1 draws on an enlarged copy (nearest neighbour), so labels stay readable on small images.
+    Returns the predictions (``DetDataSample`` per image, in the original image's coordinates).
+    """
+    import mmcv
+    from mmdet.apis import inference_detector
+    from mmdet.registry import VISUALIZERS
+    model.cfg = cfg  # inference_detector builds its test pipeline from model.cfg
+    was_training = model.training
+    model.eval()
+    visualizer = VISUALIZERS.build(dict(type='DetLocalVisualizer', name=f'mmscalenet_draw_{time.time_ns()}'))
+    meta = dict(getattr(model, 'dataset_meta', None) or {})
+    if classes is not None:
+        meta['classes'] = tuple(classes)
+    visualizer.dataset_meta = meta
+    results = []
+    for path, out in zip(image_paths, out_files):
+        result = inference_detector(model, path)
+        results.append(result)
+        image = mmcv.imread(path, channel_order='rgb')
+        if upscale > 1:
+            image = mmcv.imrescale(image, upscale, interpolation='nearest')
+            result = result.clone()
+            inst = result.pred_instances
+            inst.bboxes = inst.bboxes * upscale
+            if 'masks' in inst:
+                inst.masks = inst.masks.repeat_interleave(upscale, 1).repeat_interleave(upscale, 2)
+        os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
+        visualizer.add_datasample(osp.basename(path), image, data_sample=result, draw_gt=False, show=False,
+                                  pred_score_thr=score_thr, out_file=out)
+    model.train(was_training)
+    return results
+
+
+def _train_and_test(cfg) -> Dict[str, Any]:
+    from mmengine.runner import Runner
+
+    runner = Runner.from_cfg(cfg)
+    t0 = time.perf_counter()
+    runner.train()
+    train_seconds = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    metrics = runner.test()
+    test_seconds = time.perf_counter() - t0
+    backbone = runner.model.backbone
+    return dict(runner=runner, train_seconds=train_seconds, test_seconds=test_seconds, metrics=metrics,
+                depth=backbone.plan.depth, backbone_params=int(sum(p.numel() for p in backbone.parameters())))
+
+
+def _merge_summary(path: str, detection: Dict[str, Any]) -> Dict[str, Any]:
+    summary: Dict[str, Any] = {}
+    if osp.isfile(path):
+        with open(path) as f:
+            summary = json.load(f)
+    summary['detection'] = detection
+    tmp = path + '.tmp'
+    with open(tmp, 'w') as f:
+        json.dump(summary, f, indent=2)
+    os.replace(tmp, path)
+    return summary
+
+
+def format_table(det: Dict[str, Dict[str, Any]]) -> str:
+    lines = ['| backbone | depth | backbone params | bbox mAP | bbox AP50 | segm mAP | train s |',
+             '| --- | --- | --- | --- | --- | --- | --- |']
+    for run in ('base', 'scalenet'):
+        r = det[run]
+        lines.append(f'| {run} | {r["depth"]} | {r["backbone_params"]:,} | {r["bbox_mAP"]:.3f} | '
+                     f'{r["bbox_mAP_50"]:.3f} | {r["segm_mAP"]:.3f} | {r["train_seconds"]:.0f} |')
+    return '\n'.join(lines)
+
+
+def run(work_dir: str, seed: int = 0, max_iters: Optional[int] = None, num_train: int = NUM_TRAIN,
+        num_val: int = NUM_VAL) -> Dict[str, Any]:
+    """The detection half; returns the ``detection`` entry it merged into ``<work_dir>/summary.json``."""
+    missing = [osp.join(work_dir, rel) for _, rel in RUNS if not osp.isfile(osp.join(work_dir, rel))]
+    if missing:
+        raise MissingBackboneError(
+            f'backbone checkpoint(s) {", ".join(missing)} not found: run the classification half first '
+            f'(python -m mmscalenet.demo.classification --work-dir {work_dir}, or make demo)')
+    import torch
+    threads = torch.get_num_threads()
+    # one thread: on a shared 2-core machine a second OpenMP thread costs far more than it gains
+    torch.set_num_threads(int(os.environ.get('MMSCALENET_THREADS', '1')))
+    try:
+        return _run(work_dir, seed, max_iters, num_train, num_val)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(work_dir: str, seed: int, max_iters: Optional[int], num_train: int, num_val: int) -> Dict[str, Any]:
+    t_start = time.perf_counter()
+    scenes = generate(osp.join(work_dir, 'detection', 'scenes'), num_train=num_train, num_val=num_val, seed=seed)
+    with open(scenes['val_ann']) as f:
+        val_images = [osp.join(scenes['val_img'], im['file_name']) for im in json.load(f)['images'][:NUM_PICTURES]]
+    det: Dict[str, Any] = {}
+    pictures: List[str] = []
+    for run_name, rel in RUNS:
+        cfg = build_config(run_name, osp.join(work_dir, rel), scenes, work_dir, seed, max_iters)
+        out = _train_and_test(cfg)
+        m = out['metrics']
+        det[run_name] = dict(
+            bbox_mAP=float(m['coco/bbox_mAP']), bbox_mAP_50=float(m['coco/bbox_mAP_50']),
+            segm_mAP=float(m['coco/segm_mAP']), segm_mAP_50=float(m['coco/segm_mAP_50']),
+            train_seconds=round(out['train_seconds'], 1), test_seconds=round(out['test_seconds'], 1),
+            depth=out['depth'], backbone_params=out['backbone_params'],
+            iters=int(cfg.train_cfg.max_iters), batch_size=int(cfg.train_dataloader.batch_size),
+            config=osp.relpath(osp.join(CONFIG_DIR, f'digits_det_{run_name}.py'), ROOT))
+        files = [osp.join(work_dir, 'detection', f'pred_{run_name}_{i}.png') for i in range(len(val_images))]
+        draw_predictions(out['runner'].model, cfg, val_images, files, classes=CLASSES, upscale=4)
+        pictures += files
+        del out
+    det['num_train_scenes'], det['num_val_scenes'], det['seed'] = num_train, num_val, seed
+    det['wall_seconds'] = round(time.perf_counter() - t_start, 1)
+    _merge_summary(osp.join(work_dir, SUMMARY), det)
+    table = format_table(det)
+    with open(osp.join(work_dir, 'detection.md'), 'w') as f:
+        f.write('# Detection stand-in: Mask R-CNN on digit scenes\n\n'
+                f'{num_train} train / {num_val} val scenes (seed {seed}), {det["base"]["iters"]} iterations of '
+                f'batch {det["base"]["batch_size"]} per model, CPU; COCO metrics from mmdet\'s CocoMetric on the val '
+                f'scenes. Backbones from the classification half (base: depth L; scalenet: grown to 2L with '
+                f'shared weights).\n\n' + table + '\n\nPredictions on val scenes: '
+                + ', '.join(osp.relpath(p, work_dir) for p in pictures) + '\n')
+    print(table)
+    return det
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    p = argparse.ArgumentParser(description='Detection half of the ScaleNet demo (digit scenes, CPU)')
+    p.add_argument('--work-dir', default='work_dirs/demo')
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--max-iters', type=int, default=None, help='override the training length (quick checks)')
+    a = p.parse_args(argv)
+    try:
+        run(a.work_dir, a.seed, a.max_iters)
+    except MissingBackboneError as err:
+        raise SystemExit(str(err))
+
+
+if __name__ == '__main__':
+    main()
