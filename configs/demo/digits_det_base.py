@@ -30,8 +30,8 @@ model = dict(
         patch_size=4,           # stride-4 feature map: 24x24 tokens on a 96x96 scene
         drop_path_rate=0.05,
         out_type='featmap',
-        window_size=8,
-        global_indices=None,    # 4 global positions spread over the depth (all of them at depth 4)
+        window_size=0,          # global attention at every position (576 tokens are cheap), so the base and the
+        global_indices=None,    # grown backbone see the same attention pattern
         use_rel_pos=False,      # a rel-pos bias forces the slow attention path on CPU at 1024 tokens
         init_cfg=dict(type='Pretrained', checkpoint='work_dirs/demo/classification/base_backbone.pth')),
     neck=dict(

@@ -7,5 +7,4 @@ model = dict(
         depth=8,
         mapping='cyclic',
         adapter=dict(_delete_=True, type='ParallelAdapter', bottleneck=8),   # mmscalenet.demo.DEMO_ADAPTER
-        global_indices=None,   # positions 1, 3, 5, 7
         init_cfg=dict(type='Pretrained', checkpoint='work_dirs/demo/classification/scalenet_backbone.pth')))
