@@ -207,8 +207,8 @@ class Position(nn.Module):
                      adapter: Optional[ParallelAdapter]) -> torch.Tensor:
         """The sub-layer's output projection ``linear(h)`` plus the adapter's ``scale * up(relu(down))``.
 
-        Fused: the adapter's up-bias is folded into the projection's bias and the up-projection is one ``addmm``
-        that adds into the projection output, so the adapter adds no extra pass over the activations.
+        Fused: the adapter's up-bias is folded into the projection's bias and the up-projection is one in-place
+        ``addmm_`` into the projection output, so the adapter adds no extra pass over the activations.
         """
         if adapter is None:
             return self._linear(h, linear, name, None)[0]
@@ -216,10 +216,11 @@ class Position(nn.Module):
             return self._linear(h, linear, name, None)[0] + adapter.up(torch.relu(down)) * adapter.scale
         bias = linear.bias + adapter.up.bias * adapter.scale
         y = F.linear(h, self._weight(linear, name), bias)
-        r = down.shape[-1]
-        flat = torch.addmm(y.reshape(-1, y.shape[-1]), torch.relu(down).reshape(-1, r), adapter.up.weight.t(),
-                           alpha=adapter.scale)
-        return flat.view_as(y)
+        # in place: linear's backward needs its input and weight, not its output, so autograd allows it, and an
+        # out-of-place addmm would first copy y (one more pass over the activations)
+        y.view(-1, y.shape[-1]).addmm_(torch.relu(down).reshape(-1, down.shape[-1]), adapter.up.weight.t(),
+                                       alpha=adapter.scale)
+        return y
 
     def _residual(self, x: torch.Tensor, branch: torch.Tensor, gate: Optional[torch.Tensor]) -> torch.Tensor:
         if gate is not None:
