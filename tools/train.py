@@ -164,8 +164,20 @@ def main(argv=None):
         if _completed_iterations(runner) == 0:   # e.g. the data set is missing: nothing worth keeping
             _remove_new_entries(work_dir, before, created)
         print(format_error(err), file=sys.stderr)
+        _close_process_group(synchronise=False)
         return 1
+    _close_process_group(synchronise=True)
     return 0
+
+
+def _close_process_group(synchronise):
+    """Tear the process group down before the interpreter exits: gloo's worker threads otherwise may still be
+    joinable at exit, and the process aborts ("terminate called without an active exception") after a good run."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        if synchronise:   # only after a good run: a failed rank must not wait for peers stuck elsewhere
+            dist.barrier()
+        dist.destroy_process_group()
 
 
 def _completed_iterations(runner):

@@ -116,15 +116,9 @@ def make_scene(rng: np.random.Generator, images: np.ndarray, labels: np.ndarray,
 def split_pools(labels: np.ndarray, val_fraction: float = 0.2, split_seed: int = 0) -> Dict[str, np.ndarray]:
     """Disjoint digit images for train and val scenes: the same stratified split as the classification half
     (``mmscalenet.datasets.digits.split_indices``), so val scenes hold only digits the backbone never trained on."""
-    rng = np.random.RandomState(split_seed)
-    train, val = [], []
-    for c in np.unique(labels):
-        idx = np.flatnonzero(labels == c)
-        rng.shuffle(idx)
-        n_val = int(round(len(idx) * val_fraction))
-        val.extend(idx[:n_val])
-        train.extend(idx[n_val:])
-    return {'train': np.sort(np.array(train)), 'val': np.sort(np.array(val))}
+    from ..datasets.digits import split_indices
+    train, val = split_indices(labels, val_fraction, split_seed)
+    return {'train': train, 'val': val}
 
 
 def generate(out_dir: str, num_train: int = 600, num_val: int = 120, seed: int = 0, canvas: int = 96,
