@@ -7,7 +7,9 @@ import inspect
 import os
 import os.path as osp
 import re
-from typing import Any, List, Mapping, Optional
+import shutil
+import sys
+from typing import Any, Callable, List, Mapping, Optional
 
 CONFIG_SUFFIXES = ('.py', '.json', '.yaml', '.yml')
 # Top-level keys a config may gain through --cfg-options although the file does not set them: Runner arguments.
@@ -230,3 +232,42 @@ def format_error(err: BaseException) -> str:
     if isinstance(err, KeyError) and len(err.args) == 1 and isinstance(err.args[0], str):
         text = err.args[0]   # KeyError's str() adds quotes around the message
     return f'error: {text}'
+
+
+class WorkDirGuard:
+    """Remembers what a work dir held before a run, so a run that fails before training can undo what it added
+    (its log folder and config copy), leaving nothing that looks like a finished run."""
+
+    def __init__(self, work_dir: str):
+        self.work_dir = work_dir
+        self.created = not osp.exists(work_dir)
+        self.before = set(os.listdir(work_dir)) if not self.created and osp.isdir(work_dir) else set()
+
+    def undo(self) -> None:
+        if os.environ.get('RANK', '0') != '0' or not osp.isdir(self.work_dir):
+            return
+        if self.created:
+            shutil.rmtree(self.work_dir, ignore_errors=True)
+            return
+        for name in set(os.listdir(self.work_dir)) - self.before:
+            path = osp.join(self.work_dir, name)
+            if osp.isdir(path) and re.fullmatch(r'\d{8}_\d{6}', name):
+                shutil.rmtree(path, ignore_errors=True)
+            elif osp.isfile(path) and name.endswith('.py'):
+                os.unlink(path)
+
+
+def prepare_or_report(config_path: str, prepare: Callable[[], Any]) -> Any:
+    """``prepare()`` (config loading and checks) with user mistakes printed as one ``error:`` line.
+
+    Returns the config, or None after printing the error (the tool then exits with 1). The config path is checked
+    first, before the slow OpenMMLab imports that ``prepare`` triggers.
+    """
+    if not osp.isfile(config_path):
+        print(f'error: config file not found: {config_path}', file=sys.stderr)
+        return None
+    try:
+        return prepare()
+    except user_error_types() as err:
+        print(format_error(err), file=sys.stderr)
+        return None

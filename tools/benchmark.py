@@ -18,7 +18,6 @@ Examples:
 """
 import argparse
 import json
-import os
 import os.path as osp
 import platform
 import statistics

@@ -43,7 +43,6 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    import torch
 
     from mmscalenet.checkpoint import (CheckpointError, backbone_state_dict, resolve_checkpoint, save_scalenet,
                                        split_checkpoint)

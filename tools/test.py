@@ -15,7 +15,7 @@ import traceback
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from train import _DictAction, _remove_new_entries  # noqa: E402  (tools/ is on sys.path)
+from train import _DictAction  # noqa: E402  (tools/ is on sys.path)
 
 
 def parse_args(argv=None):
@@ -62,20 +62,15 @@ def prepare(args):
 
 def main(argv=None):
     args = parse_args(argv)
-    if not osp.isfile(args.config):   # before the (slow) OpenMMLab imports
-        print(f'error: config file not found: {args.config}', file=sys.stderr)
+    from mmscalenet.tools_common import WorkDirGuard, prepare_or_report
+    cfg = prepare_or_report(args.config, lambda: prepare(args))
+    if cfg is None:
         return 1
     from mmscalenet.tools_common import ToolError, build_runner_cfg, format_error, user_error_types
     errors = user_error_types()
-    try:
-        cfg = prepare(args)
-    except errors as err:
-        print(format_error(err), file=sys.stderr)
-        return 1
     work_dir = args.work_dir or cfg.get('work_dir', None) or osp.join(
         './work_dirs', osp.splitext(osp.basename(args.config))[0])
-    created = not osp.exists(work_dir)
-    before = set(os.listdir(work_dir)) if not created and osp.isdir(work_dir) else set()
+    guard = WorkDirGuard(work_dir)
     try:
         cfg = build_runner_cfg(cfg, args.config, work_dir=work_dir, launcher=args.launcher)
         from mmengine.runner import Runner
@@ -91,7 +86,7 @@ def main(argv=None):
             from mmdet.evaluation import DumpDetResults
             runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
     except errors as err:
-        _remove_new_entries(work_dir, before, created)
+        guard.undo()
         print(format_error(err), file=sys.stderr)
         return 1
     try:

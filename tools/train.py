@@ -19,8 +19,6 @@ Besides mmdet's behaviour:
 import argparse
 import os
 import os.path as osp
-import re
-import shutil
 import sys
 import traceback
 
@@ -62,25 +60,6 @@ def parse_args(argv=None):
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     return args
-
-
-def _is_main_process():
-    return os.environ.get('RANK', '0') == '0'
-
-
-def _remove_new_entries(work_dir, before, created):
-    """Undo what a run that failed before training left in ``work_dir`` (log folder, config copy)."""
-    if not _is_main_process() or not osp.isdir(work_dir):
-        return
-    if created:
-        shutil.rmtree(work_dir, ignore_errors=True)
-        return
-    for name in set(os.listdir(work_dir)) - before:
-        path = osp.join(work_dir, name)
-        if osp.isdir(path) and re.fullmatch(r'\d{8}_\d{6}', name):
-            shutil.rmtree(path, ignore_errors=True)
-        elif osp.isfile(path) and name.endswith('.py'):
-            os.unlink(path)
 
 
 def prepare(args):
@@ -133,26 +112,21 @@ def _cpu_distributed(cfg, launcher):
 
 def main(argv=None):
     args = parse_args(argv)
-    if not osp.isfile(args.config):   # before the (slow) OpenMMLab imports
-        print(f'error: config file not found: {args.config}', file=sys.stderr)
+    from mmscalenet.tools_common import WorkDirGuard, prepare_or_report
+    cfg = prepare_or_report(args.config, lambda: prepare(args))
+    if cfg is None:
         return 1
     from mmscalenet.tools_common import build_runner_cfg, format_error, user_error_types
     errors = user_error_types()
-    try:
-        cfg = prepare(args)
-    except errors as err:
-        print(format_error(err), file=sys.stderr)
-        return 1
     work_dir = cfg.work_dir
-    created = not osp.exists(work_dir)
-    before = set(os.listdir(work_dir)) if not created and osp.isdir(work_dir) else set()
+    guard = WorkDirGuard(work_dir)
     try:
         cfg = build_runner_cfg(cfg, args.config, work_dir=work_dir, launcher=args.launcher)
         from mmengine.registry import RUNNERS
         from mmengine.runner import Runner
         runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     except errors as err:
-        _remove_new_entries(work_dir, before, created)
+        guard.undo()
         print(format_error(err), file=sys.stderr)
         return 1
     from mmscalenet.checkpoint import CheckpointError
@@ -162,7 +136,7 @@ def main(argv=None):
         if not isinstance(err, (FloatingPointError, CheckpointError)):
             traceback.print_exc()
         if _completed_iterations(runner) == 0:   # e.g. the data set is missing: nothing worth keeping
-            _remove_new_entries(work_dir, before, created)
+            guard.undo()
         print(format_error(err), file=sys.stderr)
         _close_process_group(synchronise=False)
         return 1
