@@ -1,12 +1,7 @@
-# Baseline: plain 12-layer DeiT-B (timm weights), no sharing, no adapters (ViTDet-B's recipe).
-_base_ = './_base_/vitdet_mask-rcnn_lsj-100e_coco.py'
+# Baseline: plain 12-layer DeiT-B (timm weights), no sharing, no adapters (ViTDet-B's recipe); otherwise
+# vitdet_mask-rcnn_deit-s_lsj-100e_coco.py.
+_base_ = './vitdet_mask-rcnn_deit-s_lsj-100e_coco.py'
 
 model = dict(
-    backbone=dict(
-        arch='deit-base',
-        depth=12,
-        adapter=None,
-        drop_path_rate=0.1,
-        init_cfg=dict(type='Pretrained', checkpoint='timm:deit_base_patch16_224.fb_in1k')),
+    backbone=dict(arch='deit-base', init_cfg=dict(checkpoint='timm:deit_base_patch16_224.fb_in1k')),
     neck=dict(backbone_channel=768))
-optim_wrapper = dict(paramwise_cfg=dict(decay_rate=0.7, num_layers=12))
