@@ -8,6 +8,7 @@ from conftest import TINY_ARCH, timm_vit
 from mmscalenet.checkpoint import CheckpointError
 from mmscalenet.expansion import count_parameters
 from mmscalenet.models import ScaleNetViT
+from mmscalenet.models.adapters import ParallelAdapter
 
 
 def _pre_logits(timm_model, x):
@@ -29,6 +30,17 @@ def _tiny(**kw):
     kw.setdefault('img_size', 32)
     kw.setdefault('patch_size', 8)
     return ScaleNetViT(TINY_ARCH, **kw).eval()
+
+
+def _fused_with_random_positions(depth, adapter):
+    """A featmap model in train mode whose per-position parameters are non-zero (so adapters do something)."""
+    torch.manual_seed(0)
+    model = _tiny(depth=depth, adapter=adapter, out_type='featmap', window_size=2, use_rel_pos=True).train()
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if 'positions' in n:
+                p.normal_(std=0.05)
+    return model
 
 
 def test_deit_tiny_parity_with_timm(tmp_path):
@@ -132,12 +144,7 @@ def test_featmap_shapes_any_input_size(size):
 
 def test_fused_adapters_match_reference_in_forward_and_gradients():
     for adapter in (dict(type='ParallelAdapter', bottleneck=8), dict(type='LoRA', rank=4)):
-        torch.manual_seed(0)
-        fused = _tiny(depth=8, adapter=adapter, out_type='featmap', window_size=2, use_rel_pos=True).train()
-        with torch.no_grad():
-            for n, p in fused.named_parameters():
-                if 'positions' in n:
-                    p.normal_(std=0.05)
+        fused = _fused_with_random_positions(8, adapter)
         ref = copy.deepcopy(fused).set_fused(False)
         x = torch.randn(2, 3, 40, 32)
         out_f, out_r = fused(x)[0], ref(x)[0]
@@ -146,6 +153,49 @@ def test_fused_adapters_match_reference_in_forward_and_gradients():
         out_r.square().mean().backward()
         for (n, a), (_, b) in zip(fused.named_parameters(), ref.named_parameters()):
             assert torch.allclose(a.grad, b.grad, atol=1e-5, rtol=1e-4), n
+
+
+@pytest.mark.parametrize('with_bias', [True, False])
+def test_fused_adapter_helpers_pass_gradcheck(with_bias):
+    """The hand-written backward of the fused adapter path, checked against finite differences in float64."""
+    torch.manual_seed(0)
+    adapter = ParallelAdapter(6, bottleneck=3, scale=0.5).double()
+    with torch.no_grad():
+        adapter.up.weight.normal_()
+        adapter.up.bias.normal_()
+    h = torch.randn(2, 4, 6, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(5, 6, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(5, dtype=torch.float64, requires_grad=True) if with_bias else None
+    out_weight = torch.randn(6, 5, dtype=torch.float64, requires_grad=True)
+
+    def fused(h, weight, bias, out_weight, down_w, down_b, up_w, up_b):
+        y, d = adapter.fused_in(h, weight, bias)
+        return adapter.fused_out(torch.tanh(y), out_weight, None, d)
+    params = (adapter.down.weight, adapter.down.bias, adapter.up.weight, adapter.up.bias)
+    assert torch.autograd.gradcheck(fused, (h, weight, bias, out_weight) + params)
+    # and it is the plain definition: linear, then the adapter branch beside it
+    y, d = adapter.fused_in(h, weight, bias)
+    assert torch.allclose(y, torch.nn.functional.linear(h, weight, bias))
+    assert torch.allclose(adapter.fused_out(torch.tanh(y), out_weight, None, d),
+                          torch.tanh(y) @ out_weight.t() + adapter.up(torch.relu(d)) * 0.5)
+
+
+@pytest.mark.parametrize('adapter', [dict(type='ParallelAdapter'), dict(type='LoRA', rank=4), None])
+def test_bf16_autocast_fused_path_is_as_accurate_as_reference(adapter):
+    """AMP (the ImageNet configs' default) through the fused path: it runs, and its bf16 error against an fp32
+    run is no larger than the reference path's own bf16 error."""
+    fused = _fused_with_random_positions(4, adapter)
+    ref, exact = copy.deepcopy(fused).set_fused(False), copy.deepcopy(fused).set_fused(False)
+    x = torch.randn(2, 3, 32, 32)
+    for model, amp in ((fused, True), (ref, True), (exact, False)):
+        with torch.autocast('cpu', dtype=torch.bfloat16, enabled=amp):
+            out = model(x)[0]
+        out.float().square().mean().backward()
+    for (n, a), (_, b), (_, c) in zip(fused.named_parameters(), ref.named_parameters(), exact.named_parameters()):
+        assert a.grad is not None and a.grad.dtype == torch.float32, n
+        err_fused = (a.grad - c.grad).norm() / c.grad.norm()
+        err_ref = (b.grad - c.grad).norm() / c.grad.norm()
+        assert err_fused <= 1.5 * err_ref + 0.01, (n, err_fused, err_ref)
 
 
 def test_with_cp_gives_same_gradients():

@@ -17,12 +17,18 @@ ARCH = dict(embed_dims=32, num_layers=2, num_heads=2, mlp_ratio=2.0)
     dict(adapter=dict(type='LoRA', rank=2), drop_path_rate=0.1),
     dict(out_type='featmap', window_size=2, use_rel_pos=True, with_cp=True, function_preserving=True),
 ])
-def test_backbone_compiles_with_fullgraph(kwargs):
+@pytest.mark.parametrize('amp', [False, True])
+def test_backbone_compiles_with_fullgraph(kwargs, amp):
     torch.manual_seed(0)
     model = ScaleNetViT(ARCH, depth=4, img_size=32, patch_size=8, **kwargs).train()
     compiled = torch.compile(model, fullgraph=True, backend='aot_eager')  # graph capture; no C++ codegen needed
     x = torch.randn(2, 3, 32, 40)
-    out = compiled(x)[0]
+    with torch.autocast('cpu', dtype=torch.bfloat16, enabled=amp):
+        out = compiled(x)[0].float()
+    if amp:
+        out.square().mean().backward()
+        assert all(p.grad is not None for p in model.parameters())
+        return
     out.square().mean().backward()
     assert all(p.grad is not None for p in model.parameters())
     if not kwargs.get('drop_path_rate'):

@@ -211,15 +211,21 @@ def measure_memory(model, fn, args, mode):
 
 
 def measure_speed(models, fns, args, mode):
-    """Images/s per model; repeats are interleaved across models so load drifts hit all of them alike."""
+    """Images/s per model; repeats are interleaved across models so load drifts hit all of them alike.
+
+    The order rotates every repeat: on CPU the first step after another model runs pays for the allocator
+    handing memory back and forth, and a fixed order would charge that to the same model every time.
+    """
     steps = [make_step(m, f, args, mode) for m, f in zip(models, fns)]
     for step in steps:
         for _ in range(args.warmup):
             step()
     _sync(args)
     rates = [[] for _ in steps]
-    for _ in range(args.repeats):
-        for i, step in enumerate(steps):
+    for r in range(args.repeats):
+        for k in range(len(steps)):
+            i = (r + k) % len(steps)
+            step = steps[i]
             t0 = time.perf_counter()
             for _ in range(args.steps):
                 step()

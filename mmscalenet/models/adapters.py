@@ -71,8 +71,7 @@ class ParallelAdapter(nn.Module):
     """AdaptFormer-style bottleneck branch beside a sub-layer: ``scale * up(relu(down(h)))``.
 
     ``h`` is the sub-layer's normalised input; the result is added to the sub-layer's output. ``up`` starts at zero.
-    The fused block path concatenates ``down`` to the sub-layer's first projection (qkv or fc1) so the branch
-    costs no extra pass over the activations.
+    The block's fast path applies it through :meth:`fused_in` and :meth:`fused_out`.
     """
 
     def __init__(self, dim: int, bottleneck: int = 8, scale: float = 1.0):
@@ -90,6 +89,70 @@ class ParallelAdapter(nn.Module):
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         return self.up(torch.relu(self.down(h))) * self.scale
+
+    # ---- fused application (the block's fast path; equal to forward() up to rounding) --------------------------
+    def fused_in(self, h: torch.Tensor, weight: torch.Tensor,
+                 bias: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(linear(h, weight, bias), down(h))`` for the sub-layer's first projection (qkv or fc1).
+
+        The backward adds the adapter's input gradient into the projection's with one in-place ``addmm_``,
+        where autograd would allocate a second input gradient and sum the two.
+        """
+        return _autocast_apply(_LinearWithDown, h, weight, bias, self.down.weight, self.down.bias)
+
+    def fused_out(self, h: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                  down: torch.Tensor) -> torch.Tensor:
+        """``linear(h, weight, bias) + scale * up(relu(down))`` for the sub-layer's output projection.
+
+        The up-bias is folded into the projection's bias and the up-projection is added in place into the
+        projection's output (``addmm_``), so the branch makes no extra pass over the activations.
+        """
+        up_bias = self.up.bias * self.scale
+        bias = up_bias if bias is None else bias + up_bias
+        shape = h.shape[:-1] + (weight.shape[0],)
+        y = torch.addmm(bias, h.reshape(-1, h.shape[-1]), weight.t())
+        r = torch.relu(down).reshape(-1, down.shape[-1])
+        # in place on a fresh (non-view) tensor: addmm's backward needs its inputs, not its output, so autograd
+        # allows it; .to() matches autocast's dtype for the in-place op (a no-op in fp32)
+        # up.weight.t() made contiguous: autograd then computes its gradient as r^T @ grad (bottleneck x dim),
+        # several times faster on CPU than the grad^T @ r it picks for a transposed view
+        y.addmm_(r.to(y.dtype), self.up.weight.t().contiguous().to(y.dtype), alpha=self.scale)
+        return y.view(shape)
+
+
+def _autocast_apply(fn, *tensors: Optional[torch.Tensor]):
+    """``fn.apply(*tensors)`` with autocast's cast done outside: the Function then sees one dtype throughout."""
+    device = tensors[0].device.type
+    if not torch.is_autocast_enabled(device):
+        return fn.apply(*tensors)
+    dtype = torch.get_autocast_dtype(device)
+    cast = [t.to(dtype) if t is not None and t.is_floating_point() else t for t in tensors]
+    with torch.autocast(device, enabled=False):
+        return fn.apply(*cast)
+
+
+class _LinearWithDown(torch.autograd.Function):
+    """``y = h W^T + b`` and ``d = h Wd^T + bd``; backward: ``grad_h = gy W`` then ``grad_h += gd Wd`` in place."""
+
+    @staticmethod
+    def forward(ctx, h, weight, bias, down_weight, down_bias):
+        ctx.save_for_backward(h, weight, down_weight)
+        ctx.has_bias = bias is not None
+        return nn.functional.linear(h, weight, bias), nn.functional.linear(h, down_weight, down_bias)
+
+    @staticmethod
+    def backward(ctx, grad_y, grad_d):
+        h, weight, down_weight = ctx.saved_tensors
+        h2 = h.reshape(-1, h.shape[-1])
+        gy = grad_y.reshape(-1, grad_y.shape[-1])
+        gd = grad_d.reshape(-1, grad_d.shape[-1])
+        need = ctx.needs_input_grad
+        grad_h = gy.mm(weight).addmm_(gd, down_weight).view(h.shape) if need[0] else None
+        grad_w = gy.t().mm(h2) if need[1] else None
+        grad_b = gy.sum(0) if ctx.has_bias and need[2] else None
+        grad_dw = gd.t().mm(h2) if need[3] else None
+        grad_db = gd.sum(0) if need[4] else None
+        return grad_h, grad_w, grad_b, grad_dw, grad_db
 
 
 class LoRA(nn.Module):

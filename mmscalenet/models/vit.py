@@ -188,8 +188,8 @@ class Position(nn.Module):
                 adapter: Optional[ParallelAdapter]) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """``linear(h)`` (+ LoRA delta) and, when ``adapter`` is given, its down-projection of the same input.
 
-        The fused path runs both as one matrix product over a concatenated weight; the reference path runs them
-        separately (kept for tests and as the readable definition).
+        The reference path (``fused=False``) runs every piece as its own module: the readable definition, kept
+        for tests.
         """
         weight, bias = self._weight(linear, name), linear.bias
         if not self.fused:
@@ -199,28 +199,16 @@ class Position(nn.Module):
             return y, (adapter.down(h) if adapter is not None else None)
         if adapter is None:
             return F.linear(h, weight, bias), None
-        n = weight.shape[0]
-        z = F.linear(h, torch.cat([weight, adapter.down.weight]), torch.cat([bias, adapter.down.bias]))
-        return z[..., :n], z[..., n:]
+        return adapter.fused_in(h, weight, bias)
 
     def _project_out(self, h: torch.Tensor, linear: nn.Linear, name: str, down: Optional[torch.Tensor],
                      adapter: Optional[ParallelAdapter]) -> torch.Tensor:
-        """The sub-layer's output projection ``linear(h)`` plus the adapter's ``scale * up(relu(down))``.
-
-        Fused: the adapter's up-bias is folded into the projection's bias and the up-projection is one in-place
-        ``addmm_`` into the projection output, so the adapter adds no extra pass over the activations.
-        """
+        """The sub-layer's output projection ``linear(h)`` plus the adapter's ``scale * up(relu(down))``."""
         if adapter is None:
             return self._linear(h, linear, name, None)[0]
         if not self.fused:
             return self._linear(h, linear, name, None)[0] + adapter.up(torch.relu(down)) * adapter.scale
-        bias = linear.bias + adapter.up.bias * adapter.scale
-        y = F.linear(h, self._weight(linear, name), bias)
-        # in place: linear's backward needs its input and weight, not its output, so autograd allows it, and an
-        # out-of-place addmm would first copy y (one more pass over the activations)
-        y.view(-1, y.shape[-1]).addmm_(torch.relu(down).reshape(-1, down.shape[-1]), adapter.up.weight.t(),
-                                       alpha=adapter.scale)
-        return y
+        return adapter.fused_out(h, self._weight(linear, name), linear.bias, down)
 
     def _residual(self, x: torch.Tensor, branch: torch.Tensor, gate: Optional[torch.Tensor]) -> torch.Tensor:
         if gate is not None:
