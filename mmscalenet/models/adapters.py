@@ -107,8 +107,7 @@ class ParallelAdapter(nn.Module):
         The up-bias is folded into the projection's bias and the up-projection is added in place into the
         projection's output (``addmm_``), so the branch makes no extra pass over the activations.
         """
-        up_bias = self.up.bias * self.scale
-        bias = up_bias if bias is None else bias + up_bias
+        bias = self.up.bias * self.scale if bias is None else torch.add(bias, self.up.bias, alpha=self.scale)
         shape = h.shape[:-1] + (weight.shape[0],)
         y = torch.addmm(bias, h.reshape(-1, h.shape[-1]), weight.t())
         r = torch.relu(down).reshape(-1, down.shape[-1])
