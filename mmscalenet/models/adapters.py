@@ -105,7 +105,7 @@ class ParallelAdapter(nn.Module):
         """``linear(h, weight, bias) + scale * up(relu(down))`` for the sub-layer's output projection.
 
         The up-bias is folded into the projection's bias and the up-projection is added in place into the
-        projection's output (``addmm_``), so the branch makes no extra pass over the activations.
+        projection's output (``addmm_``), so the branch allocates no tensor of the output's size.
         """
         bias = self.up.bias * self.scale if bias is None else torch.add(bias, self.up.bias, alpha=self.scale)
         shape = h.shape[:-1] + (weight.shape[0],)
