@@ -333,6 +333,23 @@ def test_digit_scenes_val_digits_are_the_classification_val_split():
     np.testing.assert_array_equal(pools['val'], val)
 
 
+@pytest.mark.parametrize('max_iters, expect', [
+    (None, [(0, 50), (50, 200)]),      # the config's own schedule
+    (20, [(0, 20), (19, 20)]),         # a quick check: every phase cut
+    (400, [(0, 50), (50, 400)]),       # a longer run: warm-up kept, cosine stretched
+])
+def test_detection_demo_max_iters_scales_the_schedule(tmp_path, max_iters, expect):
+    from mmscalenet.checkpoint import save_scalenet
+    from mmscalenet.demo import detection
+    from mmscalenet.models import ScaleNetViT
+    ckpt = str(tmp_path / 'bb.pth')
+    save_scalenet(ScaleNetViT(dict(embed_dims=32, num_layers=2, num_heads=2), img_size=32, patch_size=4), ckpt)
+    scenes = dict(root=str(tmp_path / 'scenes'), val_ann=str(tmp_path / 'scenes' / 'val.json'))
+    cfg = detection.build_config('base', ckpt, scenes, str(tmp_path), seed=0, max_iters=max_iters)
+    assert cfg.train_cfg.max_iters == (max_iters or 200)
+    assert [(s.begin, s.end) for s in cfg.param_scheduler] == expect
+
+
 def test_detection_demo_needs_the_classification_backbones(tmp_path):
     from mmscalenet.demo import detection
     with pytest.raises(FileNotFoundError, match='run the classification half first'):

@@ -70,11 +70,14 @@ def build_config(run: str, checkpoint: str, scenes: Dict[str, str], work_dir: st
     # evaluate once, after training (train_seconds then excludes evaluation)
     cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
     if max_iters is not None:
+        # shorter: every phase is cut at max_iters; longer: the warm-up keeps its length and the last phase
+        # (the cosine decay) is stretched to end at max_iters, so a longer run is a longer schedule
         cfg.train_cfg.max_iters = max_iters
         cfg.default_hooks.checkpoint.interval = max_iters
         for sched in cfg.param_scheduler:
             sched.end = min(sched.end, max_iters)
             sched.begin = min(sched.begin, max(max_iters - 1, 0))
+        cfg.param_scheduler[-1].end = max_iters
     cfg.train_cfg.val_interval = cfg.train_cfg.max_iters + 1
     cfg.work_dir = osp.join(work_dir, 'detection', run)
     cfg.randomness = dict(seed=seed, deterministic=False)
@@ -218,7 +221,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     p = argparse.ArgumentParser(description='Detection half of the ScaleNet demo (digit scenes, CPU)')
     p.add_argument('--work-dir', default='work_dirs/demo')
     p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--max-iters', type=int, default=None, help='override the training length (quick checks)')
+    p.add_argument('--max-iters', type=int, default=None, help='override the training length (the cosine decay is cut or stretched to it)')
     a = p.parse_args(argv)
     try:
         run(a.work_dir, a.seed, a.max_iters)
