@@ -221,7 +221,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     p = argparse.ArgumentParser(description='Detection half of the ScaleNet demo (digit scenes, CPU)')
     p.add_argument('--work-dir', default='work_dirs/demo')
     p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--max-iters', type=int, default=None, help='override the training length (the cosine decay is cut or stretched to it)')
+    p.add_argument('--max-iters', type=int, default=None,
+                   help='override the training length (the cosine decay is cut or stretched to it)')
     a = p.parse_args(argv)
     try:
         run(a.work_dir, a.seed, a.max_iters)
