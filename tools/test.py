@@ -62,11 +62,11 @@ def prepare(args):
 
 def main(argv=None):
     args = parse_args(argv)
-    from mmscalenet.tools_common import WorkDirGuard, prepare_or_report
+    from mmscalenet.tools_common import (
+        ToolError, WorkDirGuard, build_runner_cfg, format_error, prepare_or_report, user_error_types)
     cfg = prepare_or_report(args.config, lambda: prepare(args))
     if cfg is None:
         return 1
-    from mmscalenet.tools_common import ToolError, build_runner_cfg, format_error, user_error_types
     errors = user_error_types()
     work_dir = args.work_dir or cfg.get('work_dir', None) or osp.join(
         './work_dirs', osp.splitext(osp.basename(args.config))[0])

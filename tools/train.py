@@ -112,11 +112,11 @@ def _cpu_distributed(cfg, launcher):
 
 def main(argv=None):
     args = parse_args(argv)
-    from mmscalenet.tools_common import WorkDirGuard, prepare_or_report
+    from mmscalenet.tools_common import (
+        WorkDirGuard, build_runner_cfg, format_error, prepare_or_report, user_error_types)
     cfg = prepare_or_report(args.config, lambda: prepare(args))
     if cfg is None:
         return 1
-    from mmscalenet.tools_common import build_runner_cfg, format_error, user_error_types
     errors = user_error_types()
     work_dir = cfg.work_dir
     guard = WorkDirGuard(work_dir)
