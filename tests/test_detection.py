@@ -159,43 +159,96 @@ def _build_optim(model, **paramwise):
         optimizer=dict(type='AdamW', lr=1.0, weight_decay=0.1)))
 
 
-@pytest.mark.parametrize('mapping', ['cyclic', 'interleave'])
-def test_layer_decay_groups_follow_original_positions(mmdet_scope, mapping):
-    backbone = dense_vit(depth=4, mapping=mapping, window_size=4, function_preserving=True)
-    model = _Detector(backbone)
-    optim = _build_optim(model, decay_rate=0.5).optimizer
-    D, rate = 4, 0.5
-    plan = backbone.plan
-    assert plan.original_positions == ((0, 1) if mapping == 'cyclic' else (0, 2))
-
+def _groups_by_name(model, optim):
     seen = {}
     for group in optim.param_groups:
         for name, p in zip(group['param_names'], group['params']):
             assert id(p) not in seen, f'{name} is in two groups'
             seen[id(p)] = (name, group['lr'], group['weight_decay'])
-    by_name = {name: (lr, wd) for name, lr, wd in seen.values()}
     assert set(seen) == {id(p) for p in model.parameters()}      # every parameter, exactly once
     assert len(seen) == len(list(model.parameters()))
+    return {name: (lr, wd) for name, lr, wd in seen.values()}
+
+
+@pytest.mark.parametrize('mapping', ['cyclic', 'interleave'])
+@pytest.mark.parametrize('rule', ['base', 'deepest', 'first'])
+def test_layer_decay_groups_per_sharing_rule(mmdet_scope, mapping, rule):
+    backbone = dense_vit(depth=4, mapping=mapping, window_size=4, function_preserving=True)
+    model = _Detector(backbone)
+    by_name = _groups_by_name(model, _build_optim(model, decay_rate=0.5, sharing_rule=rule).optimizer)
+    D, L, rate = 4, 2, 0.5
+    plan = backbone.plan
+    assert plan.original_positions == ((0, 1) if mapping == 'cyclic' else (0, 2))
+    N = L if rule == 'base' else D          # the depth the decay runs over
 
     def lr_of(layer_id):
-        return rate ** (D + 1 - layer_id)
+        return rate ** (N + 1 - layer_id)
 
-    for j in range(2):          # shared tensors: the layer id of their original position
-        layer_id = plan.original_positions[j] + 1
+    for j in range(L):          # shared tensors, once each
+        uses = [p for p, src in enumerate(plan.sources) if src == j]
+        layer_id = {'base': j + 1, 'deepest': max(uses) + 1, 'first': min(uses) + 1}[rule]
         assert by_name[f'backbone.blocks.{j}.attn.qkv.weight'] == (pytest.approx(lr_of(layer_id)), 0.1)
         assert by_name[f'backbone.blocks.{j}.mlp.fc2.bias'] == (pytest.approx(lr_of(layer_id)), 0.1)
         assert by_name[f'backbone.blocks.{j}.norm1.weight'] == (pytest.approx(lr_of(layer_id)), 0.0)
-    for p in range(D):          # per-position tensors: their own position
-        assert by_name[f'backbone.positions.{p}.adapter_attn.down.weight'] == (pytest.approx(lr_of(p + 1)), 0.1)
-        assert by_name[f'backbone.positions.{p}.rel_pos_h'] == (pytest.approx(lr_of(p + 1)), 0.0)
+    for p in range(D):          # per-position tensors: their own position (on the base scale under 'base')
+        layer_id = (p + 1) * L / D if rule == 'base' else p + 1
+        assert by_name[f'backbone.positions.{p}.adapter_attn.down.weight'] == (pytest.approx(lr_of(layer_id)), 0.1)
+        assert by_name[f'backbone.positions.{p}.rel_pos_h'] == (pytest.approx(lr_of(layer_id)), 0.0)
         if plan.inserted[p]:
-            assert by_name[f'backbone.positions.{p}.gate_attn'] == (pytest.approx(lr_of(p + 1)), 0.0)
+            assert by_name[f'backbone.positions.{p}.gate_attn'] == (pytest.approx(lr_of(layer_id)), 0.0)
     assert by_name['backbone.patch_embed.proj.weight'] == (pytest.approx(lr_of(0)), 0.1)
     assert by_name['backbone.pos_embed'] == (pytest.approx(lr_of(0)), 0.0)
-    if 'backbone.cls_token' in by_name:
-        assert by_name['backbone.cls_token'] == (pytest.approx(lr_of(0)), 0.0)
     assert by_name['neck.0.weight'] == (pytest.approx(1.0), 0.1)
     assert by_name['neck.1.weight'] == (pytest.approx(1.0), 0.0)   # LN2d: a norm, no decay
+
+
+def test_layer_decay_rules_agree_on_a_plain_vit(mmdet_scope):
+    model = _Detector(dense_vit(depth=None, adapter=None, window_size=4))
+    tables = [_groups_by_name(model, _build_optim(model, decay_rate=0.7, sharing_rule=rule).optimizer)
+              for rule in ('base', 'deepest', 'first')]
+    assert tables[0] == tables[1] == tables[2]
+    assert tables[0]['backbone.blocks.1.attn.qkv.weight'][0] == pytest.approx(0.7)
+
+
+def _shipped_lrs(path, **paramwise):
+    """lr of every backbone tensor under a shipped COCO config's optimizer (backbone built on the meta device)."""
+    from mmdet.registry import MODELS
+    from mmengine.config import Config
+    from mmengine.optim import build_optim_wrapper
+    cfg = Config.fromfile(path)
+    cfg.model.backbone.init_cfg = None
+    with torch.device('meta'):
+        model = _Detector(MODELS.build(cfg.model.backbone))
+    cfg.optim_wrapper.type = 'OptimWrapper'
+    cfg.optim_wrapper.paramwise_cfg.update(paramwise)
+    optim = build_optim_wrapper(model, cfg.optim_wrapper).optimizer
+    return {name: group['lr'] for group in optim.param_groups for name in group['param_names']}, model.backbone
+
+
+@pytest.mark.parametrize('grown, plain', [
+    ('vitdet_mask-rcnn_scalenet-deit-s-24_lsj-100e_coco.py', 'vitdet_mask-rcnn_deit-s_lsj-100e_coco.py'),
+    ('vitdet_mask-rcnn_scalenet-deit-b-24_lsj-100e_coco.py', 'vitdet_mask-rcnn_deit-b_lsj-100e_coco.py')])
+def test_shipped_grown_config_trains_shared_tensors_as_the_plain_recipe(mmdet_scope, grown, plain):
+    """Every shared tensor of the grown ViTDet config gets at least half the lr the plain 12-layer config gives it."""
+    grown_lr, backbone = _shipped_lrs(osp.join(ROOT, 'configs', 'coco', grown))
+    plain_lr, _ = _shipped_lrs(osp.join(ROOT, 'configs', 'coco', plain))
+    assert backbone.plan.depth == 24 and backbone.plan.base_depth == 12
+    shared = [name for name in grown_lr if name.startswith('backbone.blocks.')]
+    assert len(shared) == len([n for n in plain_lr if n.startswith('backbone.blocks.')]) > 12 * 8
+    for name in shared:
+        assert grown_lr[name] >= 0.5 * plain_lr[name], f'{name}: {grown_lr[name]:.3g} vs {plain_lr[name]:.3g}'
+    # and the adapters of the deepest positions train like the deepest block
+    assert grown_lr['backbone.positions.23.adapter_mlp.up.weight'] == pytest.approx(
+        plain_lr['backbone.blocks.11.mlp.fc1.weight'])
+
+
+def test_first_position_rule_would_freeze_the_shared_tensors(mmdet_scope):
+    """The first release's rule, measured on the shipped grown config: 1/72 of the plain lr for every shared block."""
+    first, _ = _shipped_lrs(osp.join(ROOT, 'configs', 'coco', 'vitdet_mask-rcnn_scalenet-deit-s-24_lsj-100e_coco.py'),
+                            sharing_rule='first')
+    plain_lr, _ = _shipped_lrs(osp.join(ROOT, 'configs', 'coco', 'vitdet_mask-rcnn_deit-s_lsj-100e_coco.py'))
+    ratio = first['backbone.blocks.5.attn.qkv.weight'] / plain_lr['backbone.blocks.5.attn.qkv.weight']
+    assert ratio == pytest.approx(0.7 ** 12)   # 1/72
 
 
 def test_layer_decay_checks_its_config(mmdet_scope):
@@ -206,6 +259,8 @@ def test_layer_decay_checks_its_config(mmdet_scope):
         _build_optim(model, num_layers=4)
     with pytest.raises(ValueError, match='unknown paramwise_cfg keys'):
         _build_optim(model, decay_rate=0.7, bias_decay_mult=0.0)
+    with pytest.raises(ValueError, match='sharing_rule must be one of'):
+        _build_optim(model, decay_rate=0.7, sharing_rule='last')
     assert len(_build_optim(model, decay_rate=0.7, num_layers=4).optimizer.param_groups) > 0
 
 
@@ -256,7 +311,7 @@ def test_coco_configs_are_the_recipes():
         assert bb.type == 'ScaleNetViT' and bb.out_type == 'featmap' and bb.init_cfg.type == 'Pretrained'
         assert ow.type == 'AmpOptimWrapper' and ow.constructor == 'ScaleNetLayerDecayOptimizerConstructor'
         assert ow.optimizer.type == 'AdamW' and ow.optimizer.lr == 1e-4 and ow.optimizer.weight_decay == 0.1
-        assert ow.paramwise_cfg == dict(decay_rate=0.7, num_layers=bb.depth)
+        assert ow.paramwise_cfg == dict(decay_rate=0.7)          # depth read from the model, rule 'base'
         assert (bb.depth == 24) == ('scalenet' in osp.basename(path))
         assert (bb.adapter is None) == (bb.depth == 12)
         if osp.basename(path).startswith('vitdet'):
@@ -367,12 +422,15 @@ def _run(args, cwd=ROOT, timeout=300):
 def trained(tmp_path_factory):
     """tools/train.py for two iterations of the demo detector on a tiny scene set (random backbone)."""
     from mmscalenet.checkpoint import save_scalenet
-    from mmscalenet.demo import DEMO_ADAPTER, DEMO_ARCH, DEMO_DEPTH, DEMO_IMG_SIZE, DEMO_PATCH_SIZE
+    from mmengine.config import Config
     tmp = tmp_path_factory.mktemp('det_tools')
     scenes = digit_scenes.generate(str(tmp / 'scenes'), num_train=8, num_val=4, seed=1)
     backbone = str(tmp / 'scalenet_backbone.pth')
-    save_scalenet(ScaleNetViT(DEMO_ARCH, depth=DEMO_DEPTH, adapter=DEMO_ADAPTER, img_size=DEMO_IMG_SIZE,
-                              patch_size=DEMO_PATCH_SIZE), backbone)
+    # what the classification half writes: the grown backbone of digits_cls_scalenet.py
+    cls_cfg = Config.fromfile(osp.join(ROOT, 'configs', 'demo', 'digits_cls_scalenet.py'))
+    kwargs = dict(cls_cfg.model.backbone)
+    kwargs.pop('type')
+    save_scalenet(ScaleNetViT(**kwargs), backbone)
     config = tmp / 'tiny_det.py'
     data_root = scenes['root'] + '/'
     base = osp.join(ROOT, 'configs', 'demo', 'digits_det_scalenet.py')
@@ -397,7 +455,7 @@ def test_train_two_iterations_then_validate(trained):
     ckpt = trained['work'] / 'iter_2.pth'
     assert ckpt.is_file()
     log = trained['log']
-    assert 'Iter(train) [2/2]' in log and 'ScaleNet layer decay: depth D=8' in log
+    assert 'Iter(train) [2/2]' in log and "ScaleNet layer decay: over 4 layers (sharing_rule='base')" in log
     assert 'coco/bbox_mAP' in log and 'coco/segm_mAP' in log
 
 

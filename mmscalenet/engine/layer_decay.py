@@ -1,29 +1,36 @@
 """Layer-wise learning-rate decay for ScaleNet backbones, aware of the weight sharing.
 
-ViTDet / BEiT layer decay gives the parameters of block i the learning rate ``base_lr * rate ** (D + 1 - (i + 1))``.
-In a grown model a base layer's tensors are stored once (``backbone.blocks.{j}``) and run at several positions,
-so they get the layer id of their *original* position (the first position that uses them); everything that
-belongs to one position (``backbone.positions.{p}``: adapters, LoRA, gates, own norms, rel-pos tables) gets that
-position's id:
+ViTDet / BEiT layer decay gives the parameters of block i of an L-layer ViT the learning rate
+``base_lr * rate ** (L + 1 - (i + 1))``: the deepest block trains at ``rate * base_lr``, the patch embedding at
+``rate ** (L + 1) * base_lr``, the neck and heads at ``base_lr``. A grown model stores each base layer's tensors
+once (``backbone.blocks.{j}``) and runs them at several of its D positions, so "the depth of a tensor" has to be
+chosen. ``paramwise_cfg.sharing_rule`` picks the rule:
 
-=====================================================  =====================================
-parameter                                              layer id
-=====================================================  =====================================
-``backbone.patch_embed.*``, ``pos_embed``, ``cls_token``  0
-``backbone.blocks.{j}.*``                              ``plan.original_positions[j] + 1``
-``backbone.positions.{p}.*``                           ``p + 1``
-everything else (neck, heads, backbone ``norm``)       ``D + 1``
-=====================================================  =====================================
+``'base'`` (default)
+    Decay over the **base depth L**, as if the model were the L-layer ViT it was grown from: shared block j gets
+    layer id ``j + 1``, exactly its lr in the plain L-layer recipe; the parameters of position p (adapters, LoRA,
+    gates, own norms, rel-pos tables) get the base-equivalent id ``(p + 1) * L / D``, so position D - 1 trains like
+    block L - 1 and position 0 a little slower than block 0. Embeddings: id 0; neck, heads, final norm: id L + 1.
+``'deepest'``
+    Decay over D, a shared tensor at the id of the **last** position that runs it (for a cyclic 2x plan this gives
+    the shared blocks exactly their plain-recipe lr; positions p keep id ``p + 1`` over D, so early adapters are
+    nearly frozen: ``0.7 ** 24`` at D = 24).
+``'first'``
+    Decay over D, a shared tensor at the id of its **first** (original) position: the rule of the first release.
+    It gives the shared blocks of a grown DeiT-S ``rate ** (D - j)``, 1/72 of their plain-recipe lr at D = 24 and
+    rate 0.7, so they barely train; kept only to reproduce old runs.
 
-lr = ``base_lr * decay_rate ** (D + 1 - layer_id)``. Weight decay is 0 for normalisation layers (anywhere in the
-model, as detectron2's ViTDet recipe does), position embeddings, the class token, relative-position tables and the
-function-preserving gates; ``base_wd`` for everything else. Every parameter is in exactly one group, and a shared
-tensor is seen once.
+lr = ``base_lr * decay_rate ** (N + 1 - layer_id)``, N = L for ``'base'`` and D otherwise; for a plain ViT
+(D = L, nothing shared) the three rules coincide with ViTDet's. ``docs/layer_decay.md`` has the comparison of the
+rules on the detection stand-in that chose the default. Weight decay is 0 for normalisation layers (anywhere in
+the model, as detectron2's ViTDet recipe does), position embeddings, the class token, relative-position tables
+and the function-preserving gates; ``base_wd`` for everything else. Every parameter is in exactly one group, and
+a shared tensor is seen once.
 
 Config::
 
     optim_wrapper = dict(constructor='ScaleNetLayerDecayOptimizerConstructor',
-                         paramwise_cfg=dict(decay_rate=0.7, num_layers=24),   # num_layers optional
+                         paramwise_cfg=dict(decay_rate=0.7),    # sharing_rule='base'; num_layers=D optional check
                          optimizer=dict(type='AdamW', lr=1e-4, weight_decay=0.1))
 """
 from __future__ import annotations
@@ -41,7 +48,7 @@ from torch.nn.modules.instancenorm import _InstanceNorm
 
 # Parameter-name patterns (after the model prefix) that never get weight decay.
 NO_DECAY_PATTERNS = (r'(^|\.)pos_embed$', r'(^|\.)cls_token$', r'(^|\.)rel_pos_[hw]$', r'(^|\.)gate_(attn|mlp)$')
-_KNOWN_KEYS = ('decay_rate', 'num_layers', 'decay_type')
+_KNOWN_KEYS = ('decay_rate', 'num_layers', 'decay_type', 'sharing_rule')
 
 
 def _norm_types() -> Tuple[type, ...]:
@@ -60,43 +67,63 @@ def find_backbone(model: nn.Module) -> Tuple[str, Optional[nn.Module]]:
     return 'backbone.', None
 
 
-def layer_id_fn(model: nn.Module, num_layers: Optional[int] = None):
-    """A function ``name -> layer id`` for ``model``'s parameter names, and the depth D it uses."""
+SHARING_RULES = ('base', 'deepest', 'first')
+
+
+def layer_id_fn(model: nn.Module, num_layers: Optional[int] = None, sharing_rule: str = 'base'):
+    """``(name -> layer id, N)`` for ``model``'s parameter names: lr scale = ``rate ** (N + 1 - layer id)``.
+
+    N is the depth the decay runs over (the base depth L for ``sharing_rule='base'``, the grown depth D
+    otherwise); ids may be fractional under ``'base'``. ``num_layers``, if given, must equal the grown depth D.
+    """
+    if sharing_rule not in SHARING_RULES:
+        raise ValueError(f'paramwise_cfg.sharing_rule must be one of {list(SHARING_RULES)}, got {sharing_rule!r}')
     prefix, backbone = find_backbone(model)
     plan = getattr(backbone, 'plan', None)
     if plan is not None:
-        depth = plan.depth
-        original = plan.original_positions
+        depth, base, sources = plan.depth, plan.base_depth, plan.sources
     else:  # a plain ViT with ``blocks.{i}``: the usual layer decay
-        n = len(getattr(backbone, 'blocks', [])) if backbone is not None else 0
-        depth, original = n, tuple(range(n))
+        depth = len(getattr(backbone, 'blocks', [])) if backbone is not None else 0
+        base, sources = depth, tuple(range(depth))
     if num_layers is not None and int(num_layers) != depth:
         raise ValueError(f'paramwise_cfg.num_layers={num_layers} but the backbone has depth {depth} (grown depth '
-                         f'D for ScaleNet models): set num_layers={depth} or leave it out')
+                         f'D for ScaleNet models): set num_layers={depth} or leave it out (it is read from the model)')
     if depth == 0:
         raise ValueError('ScaleNetLayerDecayOptimizerConstructor found no backbone with a depth plan or '
                          '``blocks`` (expected model.backbone to be a ScaleNetViT or a ViT)')
+    if sharing_rule == 'base':
+        span = base
+        block_id = {j: j + 1 for j in range(base)}
+        position_id = {p: (p + 1) * base / depth for p in range(depth)}
+    else:
+        span = depth
+        uses: Dict[int, List[int]] = {}
+        for p, j in enumerate(sources):
+            uses.setdefault(j, []).append(p)
+        pick = max if sharing_rule == 'deepest' else min
+        block_id = {j: pick(ps) + 1 for j, ps in uses.items()}
+        position_id = {p: p + 1 for p in range(depth)}
     embed = re.compile(rf'^{re.escape(prefix)}(patch_embed\.|pos_embed$|cls_token$|dist_token$)')
     block = re.compile(rf'^{re.escape(prefix)}blocks\.(\d+)\.')
     position = re.compile(rf'^{re.escape(prefix)}positions\.(\d+)\.')
 
-    def layer_id(name: str) -> int:
+    def layer_id(name: str) -> float:
         if embed.match(name):
             return 0
         m = block.match(name)
         if m:
-            return original[int(m.group(1))] + 1
+            return block_id[int(m.group(1))]
         m = position.match(name)
         if m:
-            return int(m.group(1)) + 1
-        return depth + 1
+            return position_id[int(m.group(1))]
+        return span + 1
 
-    return layer_id, depth
+    return layer_id, span
 
 
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()
 class ScaleNetLayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
-    """Layer-wise lr decay over the grown depth, with shared tensors at their original position's rate."""
+    """Layer-wise lr decay for grown ViTs; ``paramwise_cfg.sharing_rule`` places shared tensors (module doc)."""
 
     def __init__(self, optim_wrapper_cfg: dict, paramwise_cfg: Optional[dict] = None):
         paramwise_cfg = dict(paramwise_cfg or {})
@@ -109,6 +136,9 @@ class ScaleNetLayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
                              f'accepts {list(_KNOWN_KEYS)}')
         if paramwise_cfg.get('decay_type', 'layer_wise') != 'layer_wise':
             raise ValueError(f'only decay_type="layer_wise" is supported, got {paramwise_cfg["decay_type"]!r}')
+        rule = paramwise_cfg.get('sharing_rule', 'base')
+        if rule not in SHARING_RULES:
+            raise ValueError(f'paramwise_cfg.sharing_rule must be one of {list(SHARING_RULES)}, got {rule!r}')
         rate = paramwise_cfg['decay_rate']
         if not isinstance(rate, (int, float)) or not 0 < rate <= 1:
             raise ValueError(f'paramwise_cfg.decay_rate must be in (0, 1], got {rate!r}')
@@ -119,7 +149,8 @@ class ScaleNetLayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
     def add_params(self, params: List[dict], module: nn.Module, prefix: str = '', **kwargs) -> None:
         """Fill ``params`` with one group per (layer id, decay / no decay)."""
         rate = float(self.paramwise_cfg['decay_rate'])
-        layer_id, depth = layer_id_fn(module, self.paramwise_cfg.get('num_layers'))
+        rule = self.paramwise_cfg.get('sharing_rule', 'base')
+        layer_id, depth = layer_id_fn(module, self.paramwise_cfg.get('num_layers'), rule)
         base_wd = self.base_wd if self.base_wd is not None else 0.0
         norm_types = _norm_types()
         norm_params = set()
@@ -129,7 +160,7 @@ class ScaleNetLayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
                 norm_params.update(id(p) for p in mod.parameters(recurse=False))
         no_decay = [re.compile(p) for p in NO_DECAY_PATTERNS]
 
-        groups: Dict[Tuple[int, bool], dict] = OrderedDict()
+        groups: Dict[Tuple[float, bool], dict] = OrderedDict()
         for name, param in module.named_parameters(prefix=prefix.rstrip('.')):  # each shared tensor once
             lid = layer_id(name)
             decay = not (id(param) in norm_params or any(p.search(name) for p in no_decay))
@@ -138,25 +169,26 @@ class ScaleNetLayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
                 scale = rate ** (depth + 1 - lid)
                 groups[key] = dict(params=[], param_names=[], lr=self.base_lr * scale, lr_scale=scale,
                                    weight_decay=base_wd if decay else 0.0, layer_id=lid,
-                                   group_name=f'layer_{lid}_{"decay" if decay else "no_decay"}')
+                                   group_name=f'layer_{lid:g}_{"decay" if decay else "no_decay"}')
             groups[key]['params'].append(param)
             groups[key]['param_names'].append(name)
         ordered = [groups[k] for k in sorted(groups)]
         params.extend(ordered)
-        print_log(self.summary(ordered, depth, rate), logger='current')
+        print_log(self.summary(ordered, depth, rate, rule), logger='current')
 
     @staticmethod
-    def summary(groups: List[dict], depth: int, rate: float) -> str:
+    def summary(groups: List[dict], depth: int, rate: float, rule: str = 'base') -> str:
         """A compact table: one line per layer id with its lr scale and parameter counts."""
-        per_layer: Dict[int, List[int]] = OrderedDict()
+        per_layer: Dict[float, List[int]] = OrderedDict()
         for g in groups:
             counts = per_layer.setdefault(g['layer_id'], [0, 0, 0])
             n = sum(p.numel() for p in g['params'])
             counts[0 if g['weight_decay'] else 1] += n
             counts[2] = len(g['param_names']) + counts[2]
-        lines = [f'ScaleNet layer decay: depth D={depth}, decay_rate={rate}, {len(groups)} param groups '
+        lines = [f'ScaleNet layer decay: over {depth} layers (sharing_rule={rule!r}), decay_rate={rate}, '
+                 f'{len(groups)} param groups '
                  f'(layer id: lr scale, #tensors, params with / without weight decay)']
         for lid, (wd, nwd, tensors) in per_layer.items():
-            what = 'embeddings' if lid == 0 else ('neck, heads, rest' if lid == depth + 1 else f'position {lid - 1}')
-            lines.append(f'  {lid:>3} ({what}): {rate ** (depth + 1 - lid):.3g}, {tensors}, {wd:,} / {nwd:,}')
+            what = 'embeddings' if lid == 0 else ('neck, heads, rest' if lid == depth + 1 else 'blocks / positions')
+            lines.append(f'  {lid:>6.3g} ({what}): {rate ** (depth + 1 - lid):.3g}, {tensors}, {wd:,} / {nwd:,}')
         return '\n'.join(lines)
