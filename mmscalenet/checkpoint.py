@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import pickle
 import re
@@ -246,6 +247,63 @@ def _check_compatible(model, state: Mapping[str, torch.Tensor], meta: Mapping[st
                               f'the model\'s patch_size={model.patch_size}')
 
 
+def _option_value(value: Any) -> str:
+    """A value as mmengine's ``--cfg-options`` parses it back (tuples as ``"(a,b)"``)."""
+    if isinstance(value, (list, tuple)):
+        return '"(' + ','.join(str(v) for v in value) + (',' if len(value) == 1 else '') + ')"'
+    return str(value)
+
+
+def _mapping_name(sources: Sequence[int], base_depth: int) -> str:
+    """'cyclic' / 'interleave' when ``sources`` is that plan, else the explicit list as an option value."""
+    for name in ('cyclic', 'interleave'):
+        if tuple(make_depth_plan(base_depth, len(sources), name).sources) == tuple(sources):
+            return name
+    return '"[' + ','.join(str(j) for j in sources) + ']"'
+
+
+def check_recorded_config(model, meta: Mapping[str, Any], name: str = 'the checkpoint',
+                          allow_other_plan: bool = False) -> None:
+    """Refuse a ScaleNet checkpoint whose recorded adapter, gates or depth plan differ from ``model``'s.
+
+    One line names both values and the ``--cfg-options`` that would build the checkpoint's model. A checkpoint
+    without metadata (timm, DeiT, MAE) is not checked. ``allow_other_plan`` accepts another depth plan on purpose
+    (continuing at another depth: :func:`remap_positions`); adapters and gates must match either way.
+    """
+    if not meta:
+        return
+    fixes: List[str] = []
+    what: List[str] = []
+    if 'adapter' in meta:
+        saved = _plain(meta['adapter']) if meta['adapter'] else None
+        own = _plain(model.adapter_cfg) if model.adapter_cfg else None
+        if saved != own:
+            what.append(f'adapter {saved} (model: {own})')
+            if saved is None:
+                fixes.append('model.backbone.adapter=None')
+            elif own is None or saved.get('type') != own.get('type'):
+                fixes.append(' '.join(f'model.backbone.adapter.{k}={_option_value(v)}' for k, v in saved.items()))
+            else:
+                fixes.append(' '.join(f'model.backbone.adapter.{k}={_option_value(v)}' for k, v in saved.items()
+                                      if own.get(k) != v))
+    if 'function_preserving' in meta and bool(meta['function_preserving']) != bool(model.function_preserving):
+        what.append(f'function_preserving={bool(meta["function_preserving"])} (model: {model.function_preserving})')
+        fixes.append(f'model.backbone.function_preserving={bool(meta["function_preserving"])}')
+    sources = meta.get('sources')
+    other_plan = (sources is not None and not allow_other_plan
+                  and tuple(int(j) for j in sources) != tuple(model.plan.sources))
+    if other_plan:
+        base = int(meta.get('base_depth', model.plan.base_depth))
+        what.append(f'depth {len(sources)} with sources {list(sources)} (model: depth {model.plan.depth}, '
+                    f'sources {list(model.plan.sources)})')
+        fixes.append(f'model.backbone.depth={len(sources)} model.backbone.mapping={_mapping_name(sources, base)}')
+    if what:
+        raise CheckpointError(
+            f'{name} was saved from another ScaleNet backbone than the config builds: {"; ".join(what)}. Build '
+            f'the checkpoint\'s backbone with --cfg-options {" ".join(fixes)}'
+            + (' (or continue at another depth on purpose with init_cfg.allow_other_plan=True)' if other_plan else ''))
+
+
 def position_correspondence(old_sources: Sequence[int], new_sources: Sequence[int]) -> Dict[int, int]:
     """``{new position: old position}``: the k-th position running base layer j in the new plan takes the
     per-position parameters of the k-th position running j in the old plan (when there is one)."""
@@ -299,11 +357,13 @@ def remap_positions(state: Mapping[str, torch.Tensor], old_sources: Sequence[int
     return out, notes
 
 
-def convert_for_model(model, state: Mapping[str, torch.Tensor],
-                      meta: Optional[Mapping[str, Any]] = None) -> Tuple[Dict[str, torch.Tensor], Dict[str, List[str]]]:
+def convert_for_model(model, state: Mapping[str, torch.Tensor], meta: Optional[Mapping[str, Any]] = None,
+                      name: str = 'the checkpoint',
+                      allow_other_plan: bool = False) -> Tuple[Dict[str, torch.Tensor], Dict[str, List[str]]]:
     """Map a timm-layout or ScaleNet-layout backbone state dict onto ``model`` (a ``ScaleNetViT``)."""
     meta = dict(meta or {})
     _check_compatible(model, state, meta)
+    check_recorded_config(model, meta, name, allow_other_plan)
     report: Dict[str, List[str]] = {'expanded': [], 'resized': [], 'remapped': []}
     state = dict(state)
     own_layout = any(k.startswith('positions.') for k in state)
@@ -357,12 +417,19 @@ def convert_for_model(model, state: Mapping[str, torch.Tensor],
     return state, report
 
 
-def load_into_backbone(model, checkpoint: Union[str, Mapping[str, Any]]) -> Dict[str, Any]:
-    """Load ``checkpoint`` into a ``ScaleNetViT``: expand to the plan, resize positions, log what happened."""
-    name = checkpoint if isinstance(checkpoint, (str, os.PathLike)) else '<state dict>'
+def load_into_backbone(model, checkpoint: Union[str, Mapping[str, Any]],
+                       allow_other_plan: bool = False) -> Dict[str, Any]:
+    """Load ``checkpoint`` into a ``ScaleNetViT``: expand to the plan, resize positions, log what happened.
+
+    A ScaleNet checkpoint must have been saved from the backbone the model is (:func:`check_recorded_config`);
+    ``allow_other_plan`` lets it continue at another depth plan. A plain checkpoint (no per-position tensors) is
+    grown at load, and said so in the log when the model is deeper than it.
+    """
+    name = os.fspath(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else '<state dict>'
     state, meta = split_checkpoint(resolve_checkpoint(checkpoint))
     state, _ = backbone_state_dict(state)
-    state, report = convert_for_model(model, state, meta)
+    plain = not any(k.startswith('positions.') for k in state)
+    state, report = convert_for_model(model, state, meta, name, allow_other_plan)
     own = model.state_dict()
     usable = {k: v for k, v in state.items() if k in own}
     missing, unexpected = model.load_state_dict(usable, strict=False)
@@ -375,6 +442,10 @@ def load_into_backbone(model, checkpoint: Union[str, Mapping[str, Any]]) -> Dict
         f'{len(missing)} newly initialised ({_summarise(missing)}), {len(ignored)} ignored '
         f'({_summarise(ignored)}){"; " + ", ".join(report["resized"]) if report["resized"] else ""}'
         f'{"; saved at another depth: " + ", ".join(report["remapped"]) if report["remapped"] else ""}')
+    if plain and not meta and model.plan.depth > model.plan.base_depth:
+        log(f'ScaleNetViT: {name} is a plain {model.plan.base_depth}-layer checkpoint, grown at load to '
+            f'{model.plan.depth} positions: the model starts from it, not from a ScaleNet (ImageNet-stage) '
+            f'checkpoint', level=logging.WARNING)
     return result
 
 
@@ -473,7 +544,7 @@ def load_scalenet(source: Union[str, Mapping[str, Any]], strict: bool = True, **
     model = build_from_meta(meta, **overrides)
     backbone, head = backbone_state_dict(state)
     if overrides:
-        load_into_backbone(model, {'state_dict': {**backbone}, 'meta': {META_KEY: meta}})
+        load_into_backbone(model, {'state_dict': {**backbone}, 'meta': {META_KEY: meta}}, allow_other_plan=True)
         return model, head
     missing, unexpected = model.load_state_dict(backbone, strict=False)
     if strict and (missing or unexpected):

@@ -63,10 +63,14 @@ def check_cfg_options(cfg, options: Mapping[str, Any], path: str = 'the config')
     A key may be new only where its parent builds a registered class (``type=...``) whose constructor takes that
     argument, or is a Runner argument at the top level, or sits inside a free-form dict (``paramwise_cfg``, ...).
     """
+    # mmengine's `KEY._delete_=True`: KEY is replaced by the dict the other `KEY.*` options build
+    replaced = [k[:-len('._delete_')] for k, v in options.items() if k.endswith('._delete_') and v]
     for full_key in options:
         parts = full_key.split('.')
         if not full_key or any(not p for p in parts):
             raise ToolError(f'--cfg-options key {full_key!r} is malformed (empty part)')
+        if any(full_key.startswith(prefix + '.') for prefix in replaced):
+            continue
         node: Any = cfg._cfg_dict if hasattr(cfg, '_cfg_dict') else cfg
         for depth, part in enumerate(parts):
             here = '.'.join(parts[:depth + 1])

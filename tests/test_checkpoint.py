@@ -117,7 +117,7 @@ def test_grown_checkpoint_continues_at_a_larger_depth(tmp_path, suffix):
         assert torch.allclose(deeper.eval()(x)[0], model(x)[0], atol=1e-6, rtol=0)
     # the same through the Pretrained path of a model built from a config
     fresh = _tiny(depth=8, adapter=dict(type='ParallelAdapter', bottleneck=4), function_preserving=True,
-                  unshared=('norm',), init_cfg=dict(type='Pretrained', checkpoint=path))
+                  unshared=('norm',), init_cfg=dict(type='Pretrained', checkpoint=path, allow_other_plan=True))
     fresh.init_weights()
     a, b = fresh.state_dict(), deeper.state_dict()
     random_init = [k for k in a if k.startswith(('positions.6.', 'positions.7.')) and '.down.' in k]
@@ -135,7 +135,7 @@ def test_checkpoint_at_another_depth_can_shrink_within_the_base():
     state = {'state_dict': model.state_dict(), 'meta': {'scalenet': {'sources': list(model.plan.sources),
                                                                       'base_depth': 4}}}
     shallow = _tiny(depth=5, adapter=dict(type='LoRA', rank=2))
-    report = shallow.load_pretrained(state)
+    report = shallow.load_pretrained(state, allow_other_plan=True)
     assert not report['new'] and torch.equal(shallow.positions[4].lora.qkv.lora_B, model.positions[4].lora.qkv.lora_B)
 
 
@@ -311,3 +311,29 @@ def test_atomic_save_failure_leaves_nothing(tmp_path):
         atomic_save({'x': Unpicklable()}, str(tmp_path / 'x.pth'))
     assert list(tmp_path.iterdir()) == []
     assert os.path.isdir(tmp_path)
+
+
+def test_another_plan_or_adapter_is_refused_with_the_matching_options(tmp_path):
+    """A ScaleNet checkpoint into a model of another plan / adapter: one line, both values, the options that match."""
+    model = _tiny(depth=8, adapter=dict(type='ParallelAdapter', bottleneck=4))
+    path = str(tmp_path / 'm.pth')
+    save_scalenet(model, path)
+    with pytest.raises(CheckpointError) as err:
+        _tiny(depth=6, adapter=dict(type='ParallelAdapter', bottleneck=4)).load_pretrained(path)
+    assert 'depth 8 with sources [0, 1, 2, 3, 0, 1, 2, 3] (model: depth 6' in str(err.value)
+    assert '--cfg-options model.backbone.depth=8 model.backbone.mapping=cyclic' in str(err.value)
+    with pytest.raises(CheckpointError) as err:
+        _tiny(depth=8, adapter=dict(type='ParallelAdapter', bottleneck=2)).load_pretrained(path)
+    assert "'bottleneck': 4" in str(err.value) and "'bottleneck': 2" in str(err.value)
+    assert str(err.value).endswith('--cfg-options model.backbone.adapter.bottleneck=4')
+    save_scalenet(_tiny(depth=8, adapter=None), str(tmp_path / 'n.pth'))
+    with pytest.raises(CheckpointError, match='model.backbone.adapter=None model.backbone.function_preserving=False'):
+        _tiny(depth=8, adapter=dict(type='ParallelAdapter', bottleneck=4), function_preserving=True).load_pretrained(
+            str(tmp_path / 'n.pth'))
+    save_scalenet(_tiny(depth=8, mapping='interleave', adapter=dict(type='ParallelAdapter', bottleneck=4)),
+                  str(tmp_path / 'i.pth'))
+    with pytest.raises(CheckpointError, match='model.backbone.mapping=interleave'):
+        _tiny(depth=8, adapter=dict(type='ParallelAdapter', bottleneck=4)).load_pretrained(str(tmp_path / 'i.pth'))
+    # the same plan and adapter load; another plan loads on purpose
+    _tiny(depth=8, adapter=dict(type='ParallelAdapter', bottleneck=4)).load_pretrained(path)
+    _tiny(depth=6, adapter=dict(type='ParallelAdapter', bottleneck=4)).load_pretrained(path, allow_other_plan=True)

@@ -165,16 +165,19 @@ def test_imagenet_config_loads_and_builds(path, mmdet_scope):
 
 
 def test_demo_configs_load(mmdet_scope):
-    from mmscalenet.demo import DEMO_ARCH, DEMO_DEPTH
-    epochs = {}
+    epochs, models = {}, {}
     for run in ('base', 'scalenet', 'scratch'):
         cfg = Config.fromfile(osp.join(ROOT, 'configs', 'demo', f'digits_cls_{run}.py'))
         assert cfg.optim_wrapper.type == 'OptimWrapper'
-        assert cfg.model.backbone.arch['embed_dims'] == DEMO_ARCH['embed_dims']
         epochs[run] = cfg.train_cfg.max_epochs
         cfg.model.init_cfg = None
-        model = MODELS.build(cfg.model)
-        assert model.backbone.plan.depth == (DEMO_ARCH['num_layers'] if run == 'base' else DEMO_DEPTH)
+        models[run] = MODELS.build(cfg.model).backbone
+    entry = Config.fromfile(osp.join(ROOT, 'configs', '_base_', 'models', 'scalenet_backbones.py')).digits_scalenet_8l
+    assert models['scalenet'].plan.depth == entry.depth == 2 * models['base'].plan.depth
+    assert models['scalenet'].arch == models['base'].arch        # grown from the base model
+    assert models['scratch'].plan.base_depth == models['scratch'].plan.depth == entry.depth
+    assert models['scalenet'].adapter_cfg['bottleneck'] == entry.adapter.bottleneck
+    assert models['base'].adapter_cfg is None and models['scratch'].adapter_cfg is None
     assert epochs['base'] == epochs['scratch'] == 3 * epochs['scalenet']
 
 
@@ -271,10 +274,10 @@ def test_repeat_aug_sampler():
 
 # ---- hand-over to detection ---------------------------------------------------------------------------------------
 def test_extract_backbone(tmp_path, mmdet_scope):
-    """A run checkpoint as mmengine writes it (meta.cfg text, message hub) -> ScaleNet backbone file."""
+    """A run checkpoint as tools/train.py writes it (meta.cfg text, ScaleNet metadata, message hub) -> backbone file."""
     from mmengine.logging import MessageHub
 
-    from mmscalenet.checkpoint import load_scalenet
+    from mmscalenet.checkpoint import load_scalenet, scalenet_meta
     from tools.extract_backbone import main as extract
     cfg = Config(dict(model=dict(type='ScaleNetClassifier', backbone=dict(TINY_BACKBONE, depth=6,
                                                                           adapter=dict(type='ParallelAdapter')),
@@ -287,6 +290,18 @@ def test_extract_backbone(tmp_path, mmdet_scope):
     hub.update_scalar('train/loss', 1.5)
     ckpt = dict(meta=dict(cfg=cfg.pretty_text, epoch=3, seed=0), state_dict=model.state_dict(),
                 message_hub=hub.state_dict())
+    # without ScaleNet metadata (a run without ScaleNetCheckpointMetaHook) the tool asks for the config ...
+    bare = tmp_path / 'bare'
+    bare.mkdir()
+    torch.save(ckpt, str(bare / 'epoch_3.pth'))
+    with pytest.raises(SystemExit, match='--config'):
+        extract([str(bare / 'epoch_3.pth'), str(bare / 'x.pth')])
+    config = tmp_path / 'run_config.py'
+    cfg.dump(str(config))
+    extract([str(bare / 'epoch_3.pth'), str(bare / 'from_config.pth'), '--config', str(config)])
+    assert load_scalenet(str(bare / 'from_config.pth'))[0].plan.depth == 6
+    # ... and with it (what ScaleNetCheckpointMetaHook writes) it needs nothing else
+    ckpt['meta'].update(scalenet=scalenet_meta(model.backbone), scalenet_prefix='backbone.')
     torch.save(ckpt, str(tmp_path / 'best_accuracy_top1_epoch_3.pth'))
     dst = str(tmp_path / 'out' / 'backbone.pth')
     extract([str(tmp_path), dst])

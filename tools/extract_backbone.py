@@ -2,15 +2,19 @@
 """Turn an ImageNet-stage run checkpoint (mmengine, ScaleNetClassifier) into a ScaleNet-format backbone file.
 
 The output holds the backbone's unique tensors, the depth plan and the classifier head; detection configs load it
-with ``backbone.init_cfg=dict(type='Pretrained', checkpoint=DST)``. SRC may be a run's work dir: the best
-checkpoint by val top-1 (``best_accuracy_top1_epoch_*.pth``) is taken, else the last one. The model config comes
-from the checkpoint's metadata (mmengine stores it), or from --config.
+with ``backbone.init_cfg=dict(type='Pretrained', checkpoint=DST)``, and the grown COCO configs name
+``work_dirs/<ImageNet config name>/backbone.pth``, where this tool writes by default. SRC may be a run's work dir:
+the best checkpoint by val top-1 (``best_accuracy_top1_epoch_*.pth``) is taken, else the last one.
+
+The backbone is rebuilt from the ScaleNet metadata the training run wrote into every checkpoint
+(``meta.scalenet``: plain data, no code), or from the model config of --config. The config text mmengine also
+stores in a checkpoint (``meta.cfg``) is never read: executing it would run whatever Python the file carries.
 
 If the run used EMA (``configs/_base_/ema.py``), mmengine saved the averaged weights as the checkpoint's
 ``state_dict``: they are what is extracted; --no-ema takes the raw weights instead.
 
 Examples:
-    python tools/extract_backbone.py work_dirs/scalenet_deit-s-24l_8xb128-100e_in1k deit-s-24l_in1k.pth
+    python tools/extract_backbone.py work_dirs/scalenet_deit-s-24l_8xb128-100e_in1k   # -> <that dir>/backbone.pth
     python tools/extract_backbone.py work_dirs/x/epoch_100.pth backbone.pth --config configs/imagenet/X.py
 """
 import argparse
@@ -28,8 +32,11 @@ def parse_args(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split('\n\n', 1)[1])
     p.add_argument('src', help='run checkpoint (.pth) or a run work dir (takes its best, else last, checkpoint)')
-    p.add_argument('dst', help='output backbone checkpoint (.pth or .safetensors), written atomically')
-    p.add_argument('--config', help='model config, when the checkpoint carries none (or to override it)')
+    p.add_argument('dst', nargs='?', default=None,
+                   help='output backbone checkpoint (.pth or .safetensors), written atomically; default: backbone.pth '
+                        'in the work dir (SRC, or the folder holding SRC)')
+    p.add_argument('--config', help='the run\'s config, for a checkpoint without ScaleNet metadata (or to override '
+                                    'it); only this file is executed, never text stored in the checkpoint')
     p.add_argument('--no-head', action='store_true', help='leave the classifier head out')
     p.add_argument('--no-ema', action='store_true', help='take the raw weights of an EMA run (ema_state_dict)')
     return p.parse_args(argv)
@@ -58,29 +65,27 @@ def find_checkpoint(src: str) -> str:
     raise SystemExit(f'{src} holds no checkpoint (best_accuracy_top1_*.pth, last_checkpoint or epoch_*.pth)')
 
 
-def backbone_cfg(obj, config_path):
-    """The ``model.backbone`` config of the run: from --config, else from the checkpoint's ``meta.cfg`` text."""
-    from mmengine.config import Config
+def backbone_kwargs(obj, config_path):
+    """``ScaleNetViT`` arguments of the run's backbone: from --config, else from the checkpoint's ScaleNet metadata."""
+    from mmscalenet.checkpoint import CheckpointError, model_kwargs_from_meta, split_checkpoint
     if config_path:
+        from mmengine.config import Config
         if not osp.isfile(config_path):
             raise SystemExit(f'config file not found: {config_path}')
-        cfg = Config.fromfile(config_path)
-        where = config_path
-    else:
-        text = (obj.get('meta') or {}).get('cfg') if isinstance(obj, dict) else None
-        if not isinstance(text, str) or not text.strip():
-            raise SystemExit('the checkpoint carries no config (meta.cfg): pass the run\'s config with --config')
-        cfg = Config.fromstring(text, '.py')
-        where = 'the checkpoint\'s meta.cfg'
-    model = cfg.get('model') or {}
-    if model.get('type') != 'ScaleNetClassifier' or 'backbone' not in model:
-        raise SystemExit(f'{where}: model.type is {model.get("type")!r}, expected ScaleNetClassifier with a backbone')
-    bb = dict(model['backbone'])
-    if bb.pop('type', 'ScaleNetViT') not in ('ScaleNetViT', 'mmdet.ScaleNetViT'):
-        raise SystemExit(f'{where}: the backbone is not a ScaleNetViT')
-    bb['init_cfg'] = None
-    bb['drop_path_rate'] = bb.get('drop_path_rate', 0.0)
-    return bb
+        model = Config.fromfile(config_path).get('model') or {}
+        if model.get('type') != 'ScaleNetClassifier' or 'backbone' not in model:
+            raise SystemExit(f'{config_path}: model.type is {model.get("type")!r}, expected ScaleNetClassifier with '
+                             f'a backbone')
+        bb = dict(model['backbone'])
+        if bb.pop('type', 'ScaleNetViT') not in ('ScaleNetViT', 'mmdet.ScaleNetViT'):
+            raise SystemExit(f'{config_path}: the backbone is not a ScaleNetViT')
+        bb['init_cfg'] = None
+        return bb
+    try:
+        _, meta = split_checkpoint(obj)
+        return model_kwargs_from_meta(meta)
+    except CheckpointError as err:
+        raise SystemExit(f'{err}. Pass the run\'s config with --config') from None
 
 
 def main(argv=None):
@@ -110,19 +115,20 @@ def main(argv=None):
         raise SystemExit(f'{src} has no backbone.* tensors: not a ScaleNetClassifier checkpoint')
     bb_state, head = backbone_state_dict({k: v for k, v in state.items() if isinstance(v, torch.Tensor)})
     try:
-        model = ScaleNetViT(**backbone_cfg(obj, args.config))
+        model = ScaleNetViT(**backbone_kwargs(obj, args.config))
     except (TypeError, ValueError) as err:
-        raise SystemExit(f'cannot build the backbone from the run config: {err}')
+        raise SystemExit(f'cannot build the backbone of {src}: {err}')
     missing, unexpected = model.load_state_dict(bb_state, strict=False)
     if missing or unexpected:
         raise SystemExit(f'{src} does not match the run config\'s backbone: {len(missing)} missing '
                          f'({", ".join(missing[:4])}), {len(unexpected)} unexpected ({", ".join(unexpected[:4])})')
     head = {} if args.no_head else {k: v for k, v in head.items() if k in ('weight', 'bias')}
-    os.makedirs(osp.dirname(osp.abspath(args.dst)), exist_ok=True)
-    save_scalenet(model, args.dst, head=head or None)
+    dst = args.dst or osp.join(args.src if osp.isdir(args.src) else osp.dirname(osp.abspath(src)), 'backbone.pth')
+    os.makedirs(osp.dirname(osp.abspath(dst)), exist_ok=True)
+    save_scalenet(model, dst, head=head or None)
     plan = model.plan
     meta = obj.get('meta') or {}
-    print(f'{src} (epoch {meta.get("epoch", "?")}) -> {args.dst}')
+    print(f'{src} (epoch {meta.get("epoch", "?")}) -> {dst}')
     print(f'backbone: base depth {plan.base_depth} -> depth {plan.depth}, sources {list(plan.sources)}; head: '
           f'{tuple(head["weight"].shape) if head else "not included"}')
     print(format_parameter_table(count_parameters(model)))

@@ -16,6 +16,8 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout without installing
 
+from train import _DictAction  # noqa: E402  (tools/train.py: mmengine's DictAction, imported lazily)
+
 IMAGE_EXTS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 
 
@@ -29,6 +31,9 @@ def parse_args(argv=None):
     p.add_argument('--out', required=True, help='output image file (.png / .jpg)')
     p.add_argument('--score-thr', type=float, default=0.3, help='draw detections with at least this score')
     p.add_argument('--device', default='cpu', help='device, e.g. cpu or cuda:0')
+    p.add_argument('--cfg-options', nargs='+', action=_DictAction, default={},
+                   help='override config keys, as for tools/train.py and tools/test.py (the model must be the one '
+                        'the checkpoint was trained as)')
     return p.parse_args(argv)
 
 
@@ -69,8 +74,14 @@ def main(argv=None):
     if img is None:
         print(f'error: cannot read image {args.image}', file=sys.stderr)
         return 1
+    from mmscalenet.tools_common import ToolError, load_config
     try:
-        model = init_detector(args.config, args.checkpoint, device=args.device)
+        cfg = load_config(args.config, args.cfg_options)
+    except ToolError as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 1
+    try:
+        model = init_detector(cfg, args.checkpoint, device=args.device)
     except (KeyError, ValueError, RuntimeError, OSError) as err:
         print(f'error: cannot build the detector from {args.config} with {args.checkpoint}: '
               f'{str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}', file=sys.stderr)

@@ -10,4 +10,4 @@ model = dict(
         drop_path_rate=0.1,
         init_cfg=dict(type='Pretrained', checkpoint='timm:deit_small_patch16_224.fb_in1k')),
     neck=dict(backbone_channel=384))
-optim_wrapper = dict(paramwise_cfg=dict(decay_rate=0.7, num_layers=12))
+optim_wrapper = dict(paramwise_cfg=dict(decay_rate=0.7))

@@ -4,12 +4,13 @@
 #     --cfg-options model.init_cfg.checkpoint=work_dirs/demo/classification/base_backbone.pth
 _base_ = [
     '../_base_/models/digits_vit_cls.py',
+    '../_base_/models/scalenet_backbones.py',
     '../_base_/datasets/digits_cls.py',
     '../_base_/schedules/digits_cls_cpu.py',
     '../_base_/default_runtime_cls.py',
 ]
 model = dict(
-    backbone=dict(depth=8, mapping='cyclic', adapter=dict(_delete_=True, type='ParallelAdapter', bottleneck=8)),
+    backbone=_base_.digits_scalenet_8l,   # the entry digits_det_scalenet.py uses too
     # the base run's backbone + head, in the ScaleNet checkpoint format (written by mmscalenet.demo.classification;
     # tools/extract_backbone.py makes one from a run checkpoint)
     init_cfg=dict(type='Pretrained', checkpoint='work_dirs/demo/classification/base_backbone.pth'),

@@ -22,7 +22,7 @@ model = dict(
     backbone=dict(
         _delete_=True,
         type='ScaleNetViT',
-        # mmscalenet.demo.DEMO_ARCH (depth L = 4); the demo re-reads arch / depth / adapter from the checkpoint
+        # mmscalenet.demo.DEMO_ARCH (depth L = 4)
         arch=dict(embed_dims=64, num_layers=4, num_heads=4, mlp_ratio=2.0),
         depth=4,
         adapter=None,

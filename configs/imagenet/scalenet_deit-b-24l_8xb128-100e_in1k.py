@@ -4,6 +4,6 @@
 # Another pretrained file: --cfg-options model.init_cfg.checkpoint=/path/to/deit_base_patch16_224.pth
 _base_ = './scalenet_deit-s-24l_8xb128-100e_in1k.py'
 model = dict(
-    backbone=dict(arch='deit-base'),
+    backbone=_base_.scalenet_deit_b_24l,
     init_cfg=dict(checkpoint='timm:deit_base_patch16_224.fb_in1k'),
 )

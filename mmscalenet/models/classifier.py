@@ -142,12 +142,13 @@ class ScaleNetClassifier(BaseModel):
         if self.init_cfg.get('type') != 'Pretrained' or not self.init_cfg.get('checkpoint'):
             raise ValueError(f'ScaleNetClassifier supports init_cfg=dict(type="Pretrained", checkpoint=...), got '
                              f'{self.init_cfg!r}')
-        self.load_pretrained(self.init_cfg['checkpoint'])
+        self.load_pretrained(self.init_cfg['checkpoint'], bool(self.init_cfg.get('allow_other_plan', False)))
 
-    def load_pretrained(self, checkpoint: Union[str, Mapping[str, Any]]) -> Dict[str, Any]:
+    def load_pretrained(self, checkpoint: Union[str, Mapping[str, Any]],
+                        allow_other_plan: bool = False) -> Dict[str, Any]:
         """Backbone via ``load_into_backbone`` (expanded to the plan); ``head.*`` when it fits ``num_classes``."""
         obj = resolve_checkpoint(checkpoint)
-        report = load_into_backbone(self.backbone, obj)
+        report = load_into_backbone(self.backbone, obj, allow_other_plan)
         state, _ = split_checkpoint(obj)
         _, head = backbone_state_dict(state)
         head = {k: v for k, v in head.items() if k in ('weight', 'bias')}

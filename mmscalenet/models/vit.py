@@ -386,12 +386,17 @@ class ScaleNetViT(nn.Module):
             raise ValueError(f'ScaleNetViT supports init_cfg=dict(type="Pretrained", checkpoint=...), got {kind!r}')
         if not self.init_cfg.get('checkpoint'):
             raise ValueError('init_cfg=dict(type="Pretrained") needs a checkpoint path, URL or "timm:NAME"')
-        self.load_pretrained(self.init_cfg['checkpoint'])
+        self.load_pretrained(self.init_cfg['checkpoint'], bool(self.init_cfg.get('allow_other_plan', False)))
 
-    def load_pretrained(self, checkpoint: Union[str, Mapping[str, torch.Tensor]]) -> Dict[str, Any]:
-        """Load and expand a timm / DeiT / MAE / mmpretrain / ScaleNet checkpoint; returns the load report."""
+    def load_pretrained(self, checkpoint: Union[str, Mapping[str, torch.Tensor]],
+                        allow_other_plan: bool = False) -> Dict[str, Any]:
+        """Load and expand a timm / DeiT / MAE / mmpretrain / ScaleNet checkpoint; returns the load report.
+
+        A ScaleNet checkpoint saved with another depth plan is refused unless ``allow_other_plan`` (then its
+        per-position parameters follow their base layers); ``init_cfg=dict(..., allow_other_plan=True)`` sets it.
+        """
         from ..checkpoint import load_into_backbone
-        return load_into_backbone(self, checkpoint)
+        return load_into_backbone(self, checkpoint, allow_other_plan)
 
     def set_fused(self, fused: bool) -> 'ScaleNetViT':
         """Switch between the fused (fast, default) and the plain reference implementation of the adapters."""

@@ -1,14 +1,12 @@
 # ScaleNetClassifier with DeiT's training-time regularisation: random erasing 0.25 (pixel mode), Mixup 0.8,
-# CutMix 1.0 (switch prob 0.5), label smoothing 0.1, drop path 0.1. Configs set backbone arch / depth / adapter
-# and init_cfg (the pretrained checkpoint, including the 1000-class head).
+# CutMix 1.0 (switch prob 0.5), label smoothing 0.1, drop path 0.1. The grown configs merge an entry of
+# scalenet_backbones.py (arch, plan, adapters) into `backbone`, the plain ones set depth=None, adapter=None; both set
+# init_cfg (the pretrained checkpoint, including the 1000-class head) where they start from one.
 model = dict(
     type='ScaleNetClassifier',
     backbone=dict(
         type='ScaleNetViT',
         arch='deit-small',
-        depth=None,
-        mapping='cyclic',
-        adapter=dict(type='ParallelAdapter', bottleneck=16, sites=('attn', 'mlp')),
         img_size=224,
         patch_size=16,
         drop_path_rate=0.1,

@@ -1,6 +1,6 @@
 # DeiT's optimisation recipe, 100 epochs: AdamW (wd 0.05, no decay on norms, biases, 1-D tensors, tokens,
 # position embedding and gates), lr = 5e-4 * total batch / 512, linear warm-up for 5 epochs then cosine to 1e-5,
-# gradient clipping at 5, AMP (GPU). Shared ScaleNet tensors are parameters once, so the optimizer and
+# no gradient clipping (DeiT's default), AMP (GPU). Shared ScaleNet tensors are parameters once, so the optimizer and
 # weight decay see each of them once.
 # The lr below assumes 8 GPUs x 128 images; it is rescaled with --auto-scale-lr for another total batch.
 num_gpus = 8
@@ -23,7 +23,6 @@ optim_wrapper = dict(
             '.pos_embed': dict(decay_mult=0.0),
             '.gate_': dict(decay_mult=0.0),
         }),
-    clip_grad=dict(max_norm=5.0),
 )
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-3, by_epoch=True, begin=0, end=warmup_epochs, convert_to_iter_based=True),

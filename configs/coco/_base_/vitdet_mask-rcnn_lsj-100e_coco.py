@@ -25,8 +25,7 @@ model = dict(
         _delete_=True,
         type='ScaleNetViT',
         arch='deit-small',
-        depth=12,
-        adapter=None,
+        depth=12,               # plain configs add adapter=None, grown ones an entry of scalenet_backbones.py
         img_size=1024,          # ViTDet grid (64x64): the checkpoint's 14x14 position embedding is resized at load,
                                 # global positions' rel-pos tables are sized for 64 (windows: 14)
         patch_size=16,
@@ -107,11 +106,11 @@ val_evaluator = dict(
     backend_args=backend_args)
 test_evaluator = val_evaluator
 
-# ---- optimisation: AdamW 1e-4, wd 0.1, layer decay 0.7 over the (grown) depth -----------------------------------
+# ---- optimisation: AdamW 1e-4, wd 0.1, layer decay 0.7 (over the base depth for grown backbones) ---------------
 optim_wrapper = dict(
     type='AmpOptimWrapper',
     constructor='ScaleNetLayerDecayOptimizerConstructor',
-    paramwise_cfg=dict(decay_rate=0.7, num_layers=12),
+    paramwise_cfg=dict(decay_rate=0.7),   # over the backbone's depth, read from the model
     optimizer=dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.1))
 
 # 100 ep = 184375 iters * 64 images/iter / 118000 images/ep

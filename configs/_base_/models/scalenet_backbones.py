@@ -1,0 +1,22 @@
+# The grown backbones, defined once. The ImageNet-stage configs (configs/imagenet/) and the COCO configs
+# (configs/coco/) that continue from them take the same entry, so a checkpoint of the ImageNet stage, passed through
+# tools/extract_backbone.py, loads into its COCO config with nothing but the path:
+#     model = dict(backbone=dict(_base_.scalenet_deit_s_24l, img_size=..., ...))
+# Each entry holds what decides the checkpoint's tensors (arch, depth plan, adapters, gates, own norms); the task's
+# config adds the rest (input size, output type, windows, drop path, init_cfg). The base configs they are merged into
+# leave `adapter` out (a plain model says adapter=None itself). A checkpoint with another plan or adapter is refused
+# at load with the --cfg-options that would match it.
+# DeiT (12 layers) grown 2x and 3x with the paper's cyclic map g(p) = p mod 12
+scalenet_deit_ti_24l = dict(
+    type='ScaleNetViT', arch='deit-tiny', depth=24, mapping='cyclic',
+    adapter=dict(type='ParallelAdapter', bottleneck=16, sites=('attn', 'mlp')),
+    function_preserving=False, unshared=())
+scalenet_deit_s_24l = dict(scalenet_deit_ti_24l, arch='deit-small')
+scalenet_deit_b_24l = dict(scalenet_deit_ti_24l, arch='deit-base')
+scalenet_deit_s_36l = dict(scalenet_deit_s_24l, depth=36)
+
+# The embedded demo (configs/demo/): the digits ViT of depth L = 4 grown to 2L = 8 (mmscalenet.demo.DEMO_ARCH)
+digits_scalenet_8l = dict(
+    type='ScaleNetViT', arch=dict(embed_dims=64, num_layers=4, num_heads=4, mlp_ratio=2.0), depth=8,
+    mapping='cyclic', adapter=dict(type='ParallelAdapter', bottleneck=8, sites=('attn', 'mlp')),
+    function_preserving=False, unshared=())
