@@ -4,19 +4,32 @@
 1. Classification: a small ViT of depth L is trained on scikit-learn's handwritten digits ("pretrained"), grown to
    2L with ScaleNet (shared weights + adapters) and trained for a third of the epochs, against an ordinary (untied,
    no-adapter) ViT of depth 2L trained from scratch for the full epochs.
-2. Detection: scenes of several digits (COCO format, boxes + masks); a small Mask R-CNN is trained with the depth-L
-   and the ScaleNet 2L backbones from step 1 and evaluated with mmdet's CocoMetric.
+2. Detection: scenes of several digits (COCO format, boxes + masks); a small Mask R-CNN is trained with the depth-L,
+   the ScaleNet 2L and the scratch 2L backbones from step 1 and evaluated with mmdet's CocoMetric.
 
 Writes summary.json, classification.md, detection.md and PNGs (accuracy curves, predictions) into --work-dir.
+With --seeds, runs the whole demo once per seed (into <work-dir>/seed_<k>/) and writes seeds.json / seeds.md with
+the mean and spread of every figure. A one-seed run says where its figures fall against the spread recorded in
+docs/demo_seeds.json (made by `tools/demo.py --seeds 0 1 2` on the project's 2-core machine).
+
+One seed gives one result on a given machine and thread count: the trainings run on MMSCALENET_THREADS torch
+threads (default 1), data order and augmentation come from the seed, and nothing depends on timing.
 """
 import argparse
 import json
 import os
 import os.path as osp
+import statistics
 import sys
 import time
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, ROOT)
+REFERENCE = osp.join(ROOT, 'docs', 'demo_seeds.json')
+# (section, run, metric) of the figures compared across seeds
+FIGURES = [('classification', run, 'top1') for run in ('base', 'scalenet', 'scratch')] + [
+    ('detection', run, metric) for run in ('base', 'scalenet', 'scratch')
+    for metric in ('bbox_mAP', 'bbox_mAP_50', 'segm_mAP')]
 
 
 def parse_args(argv=None):
@@ -25,31 +38,105 @@ def parse_args(argv=None):
     p.add_argument('--work-dir', default='work_dirs/demo', help='output folder (default work_dirs/demo)')
     p.add_argument('--only', choices=['classification', 'detection'],
                    help='run one half (detection needs the classification half\'s backbones in --work-dir)')
-    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--seed', type=int, default=0, help='the seed of a one-seed run (default 0)')
+    p.add_argument('--seeds', type=int, nargs='+', default=None,
+                   help='run the whole demo once per seed and report mean and spread (e.g. --seeds 0 1 2)')
     return p.parse_args(argv)
+
+
+def run_once(work_dir: str, seed: int, only=None) -> dict:
+    """Both halves (or one) with one seed; returns the merged summary.json."""
+    os.makedirs(work_dir, exist_ok=True)
+    if only in (None, 'classification'):
+        from mmscalenet.demo.classification import run as run_classification
+        print(f'=== classification half (seed {seed}): digits, base L vs ScaleNet 2L vs scratch 2L ===', flush=True)
+        run_classification(work_dir, seed=seed)
+    if only in (None, 'detection'):
+        from mmscalenet.demo.detection import run as run_detection
+        print(f'=== detection half (seed {seed}): digit scenes, Mask R-CNN with the base, ScaleNet and scratch '
+              f'backbones ===', flush=True)
+        run_detection(work_dir, seed=seed)
+    from mmscalenet.demo import SUMMARY
+    with open(osp.join(work_dir, SUMMARY)) as f:
+        return json.load(f)
+
+
+def figure(summary: dict, key) -> float:
+    section, run, metric = key
+    value = summary.get(section, {}).get(run, {}).get(metric)
+    return float(value) if value is not None else float('nan')
+
+
+def spread(summaries: dict) -> dict:
+    """``{'section/run/metric': {'values': {seed: v}, 'mean': m, 'std': s, 'min': .., 'max': ..}}`` over the seeds."""
+    out = {}
+    for key in FIGURES:
+        values = {seed: figure(s, key) for seed, s in summaries.items()}
+        finite = [v for v in values.values() if v == v]
+        if not finite:
+            continue
+        out['/'.join(key)] = dict(values=values, mean=statistics.fmean(finite),
+                                  std=statistics.stdev(finite) if len(finite) > 1 else 0.0,
+                                  min=min(finite), max=max(finite))
+    return out
+
+
+def spread_table(stats: dict, seeds) -> str:
+    lines = ['| figure | ' + ' | '.join(f'seed {s}' for s in seeds) + ' | mean | std |',
+             '| --- | ' + ' | '.join('---:' for _ in seeds) + ' | ---: | ---: |']
+    for name, st in stats.items():
+        lines.append(f'| {name} | ' + ' | '.join(f'{st["values"][s]:.3f}' for s in seeds)
+                     + f' | {st["mean"]:.3f} | {st["std"]:.3f} |')
+    return '\n'.join(lines)
+
+
+def against_reference(summary: dict, reference_path: str = REFERENCE) -> str:
+    """Where a one-seed run's figures fall against the recorded spread (mean, std, min..max over seeds)."""
+    if not osp.isfile(reference_path):
+        return f'(no {osp.relpath(reference_path, ROOT)} to compare with: run tools/demo.py --seeds 0 1 2)'
+    with open(reference_path) as f:
+        ref = json.load(f)
+    lines = [f'Against {osp.relpath(reference_path, ROOT)} (seeds {ref["seeds"]}, {ref["machine"]}):']
+    for key in FIGURES:
+        name = '/'.join(key)
+        st, value = ref['stats'].get(name), figure(summary, key)
+        if st is None or value != value:
+            continue
+        where = 'inside' if st['min'] <= value <= st['max'] else 'OUTSIDE'
+        lines.append(f'  {name}: {value:.3f}, {where} the seeds\' range {st["min"]:.3f}..{st["max"]:.3f} '
+                     f'(mean {st["mean"]:.3f} +- {st["std"]:.3f})')
+    return '\n'.join(lines)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    os.makedirs(args.work_dir, exist_ok=True)
     t0 = time.time()
-    if args.only in (None, 'classification'):
-        from mmscalenet.demo.classification import run as run_classification
-        print('=== classification half: digits, base L vs ScaleNet 2L vs scratch 2L ===', flush=True)
-        run_classification(args.work_dir, seed=args.seed)
-    if args.only in (None, 'detection'):
-        from mmscalenet.demo.detection import run as run_detection
-        print('=== detection half: digit scenes, Mask R-CNN with the base and the ScaleNet backbones ===',
-              flush=True)
-        run_detection(args.work_dir, seed=args.seed)
-    from mmscalenet.demo import SUMMARY
-    with open(osp.join(args.work_dir, SUMMARY)) as f:
-        summary = json.load(f)
+    if args.seeds:
+        if args.only:
+            raise SystemExit('--seeds runs the whole demo; leave --only out')
+        import platform
+        summaries = {seed: run_once(osp.join(args.work_dir, f'seed_{seed}'), seed) for seed in args.seeds}
+        stats = spread(summaries)
+        import torch
+        result = dict(seeds=list(args.seeds), stats=stats, wall_seconds=round(time.time() - t0),
+                      machine=f'{os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}, torch '
+                              f'{torch.__version__}, {os.environ.get("MMSCALENET_THREADS", "1")} thread(s)',
+                      command='python tools/demo.py --seeds ' + ' '.join(map(str, args.seeds)))
+        with open(osp.join(args.work_dir, 'seeds.json'), 'w') as f:
+            json.dump(result, f, indent=2)
+        table = spread_table(stats, args.seeds)
+        with open(osp.join(args.work_dir, 'seeds.md'), 'w') as f:
+            f.write(f'# Demo over seeds {args.seeds}\n\n`{result["command"]}` ({result["machine"]}, '
+                    f'{result["wall_seconds"]} s)\n\n{table}\n')
+        print(f'\n=== demo over seeds {args.seeds} finished in {time.time() - t0:.0f} s ===\n{table}')
+        return result
+    summary = run_once(args.work_dir, args.seed, args.only)
     print(f'\n=== demo finished in {time.time() - t0:.0f} s; results in {args.work_dir} ===')
     for name in ('classification.md', 'detection.md'):
         path = osp.join(args.work_dir, name)
         if osp.exists(path):
             print(open(path).read())
+    print(against_reference(summary))
     return summary
 
 

@@ -1,18 +1,19 @@
 """Classification half of the embedded demo: ScaleNet vs. training from scratch on the digits stand-in (CPU).
 
-1. *base*: a small ViT of depth L (``DEMO_ARCH``) trained on the digits for E epochs: the "pretrained" model.
-2. *scalenet*: base grown to 2L (``DEMO_DEPTH``, cyclic map, shared weights, ``DEMO_ADAPTER``) and trained for
-   E / 3 epochs.
+1. *base*: a small ViT of depth L trained on the digits for E epochs: the "pretrained" model.
+2. *scalenet*: base grown to 2L (cyclic map, shared weights, parallel adapters: ``digits_scalenet_8l`` of
+   ``configs/_base_/models/scalenet_backbones.py``) and trained for E / 3 epochs.
 3. *scratch*: an ordinary ViT of depth 2L trained from random weights for E epochs.
 
 Same recipe for all three (``configs/demo/digits_cls_*.py``, run by mmengine's Runner); top-1 is the val accuracy
 after the last epoch (no best-epoch picking). Writes ``summary.json`` (key ``classification``, merged with what is
-there), ``classification.md``, ``classification_curves.png`` and the ``BASE_BACKBONE`` / ``SCALENET_BACKBONE``
-checkpoints into the work dir.
+there), ``classification.md``, ``classification_curves.png`` and the ``BASE_BACKBONE`` / ``SCALENET_BACKBONE`` /
+``SCRATCH_BACKBONE`` checkpoints (for the detection half) into the work dir.
 
     python -m mmscalenet.demo.classification --work-dir work_dirs/demo
 """
 import argparse
+import contextlib
 import json
 import os
 import os.path as osp
@@ -20,8 +21,7 @@ import tempfile
 import time
 from typing import Any, Dict, List, Optional
 
-from . import (BASE_BACKBONE, DEMO_ADAPTER, DEMO_ARCH, DEMO_DEPTH, DEMO_IMG_SIZE, DEMO_PATCH_SIZE, SCALENET_BACKBONE,
-               SUMMARY)
+from . import BASE_BACKBONE, SCALENET_BACKBONE, SCRATCH_BACKBONE, SUMMARY
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIG_DIR = osp.join(ROOT, 'configs', 'demo')
@@ -29,20 +29,11 @@ RUNS = ('base', 'scalenet', 'scratch')
 
 
 def _config(run: str, work_dir: str, seed: int, init_checkpoint: Optional[str] = None):
-    """Load ``configs/demo/digits_cls_<run>.py`` and pin the shared demo constants, work dir and seed."""
+    """``configs/demo/digits_cls_<run>.py`` as it is, with this demo run's work dir, seed and starting checkpoint."""
     from mmengine.config import Config
     cfg = Config.fromfile(osp.join(CONFIG_DIR, f'digits_cls_{run}.py'))
-    bb = cfg.model.backbone
-    bb.arch = dict(DEMO_ARCH)
-    bb.img_size, bb.patch_size = DEMO_IMG_SIZE, DEMO_PATCH_SIZE
-    if run == 'scratch':
-        bb.arch['num_layers'] = DEMO_DEPTH
-    elif run == 'scalenet':
-        bb.depth, bb.adapter = DEMO_DEPTH, dict(DEMO_ADAPTER)
+    if run == 'scalenet':
         cfg.model.init_cfg = dict(type='Pretrained', checkpoint=init_checkpoint)
-    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        cfg[loader].dataset.img_size = DEMO_IMG_SIZE
-    cfg.train_dataloader.dataset.pipeline[1].input_size = DEMO_IMG_SIZE
     cfg.work_dir = osp.join(work_dir, 'classification', run)
     cfg.randomness = dict(seed=seed, deterministic=False)
     cfg.experiment_name = f'digits_cls_{run}'  # mmengine appends a timestamp
@@ -147,39 +138,52 @@ def _plot(results: Dict[str, Dict[str, Any]], path: str) -> None:
     plt.close(fig)
 
 
-def run(work_dir: str, seed: int = 0) -> Dict[str, Any]:
-    """Run the three trainings and write the summary, table, plot and backbones; returns the results section."""
-    import torch
+@contextlib.contextmanager
+def single_threaded():
+    """Run the demo's trainings on ``MMSCALENET_THREADS`` torch threads (default 1), then restore the count.
 
-    import mmscalenet  # noqa: F401  (registers the modules)
-    os.makedirs(work_dir, exist_ok=True)
-    start = time.perf_counter()
-    # A model this small gains little from a second thread, and on a busy 2-core machine two spinning OpenMP
-    # threads made a training step ~6x slower (measured: 0.21 s vs 1.29 s per step). MMSCALENET_THREADS overrides.
+    Models this small gain little from a second thread, and on a busy 2-core machine two spinning OpenMP threads made
+    a training step ~6x slower (measured: 0.21 s vs 1.29 s per step). A fixed count also fixes the results: CPU
+    kernels split their reductions by thread count, so another count gives other rounding (and other figures).
+    """
+    import torch
     threads = torch.get_num_threads()
     torch.set_num_threads(int(os.environ.get('MMSCALENET_THREADS', '1')))
     try:
-        section = _run(work_dir, seed, start)
+        yield
     finally:
         torch.set_num_threads(threads)
-    return section
 
 
-def _run(work_dir: str, seed: int, start: float) -> Dict[str, Any]:
-    results: Dict[str, Dict[str, Any]] = {}
+def run(work_dir: str, seed: int = 0) -> Dict[str, Any]:
+    """Run the three trainings and write the summary, table, plot and backbones; returns the results section."""
+    import mmscalenet  # noqa: F401  (registers the modules)
+    os.makedirs(work_dir, exist_ok=True)
+    start = time.perf_counter()
+    return _run(work_dir, seed, start)
 
+
+def _grown_job(work_dir: str, seed: int) -> Dict[str, Dict[str, Any]]:
+    """The base ("pretraining") run, then the ScaleNet run grown from it; saves both backbones."""
     base = _train(_config('base', work_dir, seed))
     base_path = osp.join(work_dir, BASE_BACKBONE)
     _save_backbone(base.pop('model'), base_path)
-    results['base'] = base
-
     grown = _train(_config('scalenet', work_dir, seed, init_checkpoint=base_path))
     _save_backbone(grown.pop('model'), osp.join(work_dir, SCALENET_BACKBONE))
-    results['scalenet'] = grown
+    return dict(base=base, scalenet=grown)
 
+
+def _scratch_job(work_dir: str, seed: int) -> Dict[str, Dict[str, Any]]:
+    """The depth-2L model from random weights; saves its backbone (the detection half's third row)."""
     scratch = _train(_config('scratch', work_dir, seed))
-    scratch.pop('model')
-    results['scratch'] = scratch
+    _save_backbone(scratch.pop('model'), osp.join(work_dir, SCRATCH_BACKBONE))
+    return dict(scratch=scratch)
+
+
+def _run(work_dir: str, seed: int, start: float) -> Dict[str, Any]:
+    from .jobs import run_jobs
+    done = run_jobs([('grown', _grown_job, (work_dir, seed)), ('scratch', _scratch_job, (work_dir, seed))])
+    results: Dict[str, Dict[str, Any]] = {**done['grown'], **done['scratch']}
 
     table = markdown_table(results)
     s, c = results['scalenet'], results['scratch']

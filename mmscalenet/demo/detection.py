@@ -1,12 +1,13 @@
 """Detection half of the embedded demo: Mask R-CNN on digit scenes with the classification half's backbones (CPU).
 
 1. Generate the digit scenes (:mod:`mmscalenet.demo.digit_scenes`, COCO format) under ``<work_dir>/detection/``.
-2. Train ``configs/demo/digits_det_base.py`` (backbone: the depth-L model, ``BASE_BACKBONE``) and
-   ``configs/demo/digits_det_scalenet.py`` (the ScaleNet model grown to 2L, ``SCALENET_BACKBONE``) with the same
-   recipe and seed; each backbone is configured from its checkpoint's ScaleNet metadata (arch, plan, adapters).
-3. Evaluate both on the val scenes with mmdet's ``CocoMetric`` (bbox + segm).
-4. Merge ``detection.{base,scalenet}.{bbox_mAP,bbox_mAP_50,segm_mAP,train_seconds,...}`` into ``summary.json``,
-   write ``detection.md`` (table) and PNGs of predictions on a few val scenes, print the table.
+2. Train ``configs/demo/digits_det_base.py`` (backbone: the depth-L model, ``BASE_BACKBONE``),
+   ``configs/demo/digits_det_scalenet.py`` (the ScaleNet model grown to 2L, ``SCALENET_BACKBONE``) and
+   ``configs/demo/digits_det_scratch.py`` (the depth-2L model trained from scratch, ``SCRATCH_BACKBONE``) with the
+   same recipe and seed. The configs define the backbones; a checkpoint that does not match its config is refused.
+3. Evaluate each on the val scenes with mmdet's ``CocoMetric`` (bbox + segm).
+4. Merge ``detection.{base,scalenet,scratch}.{bbox_mAP,bbox_mAP_50,segm_mAP,train_seconds,...}`` into
+   ``summary.json``, write ``detection.md`` (table) and PNGs of predictions on a few val scenes, print the table.
 
     python -m mmscalenet.demo.detection --work-dir work_dirs/demo
 """
@@ -17,14 +18,14 @@ import json
 import os
 import os.path as osp
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from . import BASE_BACKBONE, SCALENET_BACKBONE, SUMMARY
+from . import BASE_BACKBONE, SCALENET_BACKBONE, SCRATCH_BACKBONE, SUMMARY
 from .digit_scenes import CLASSES, generate
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIG_DIR = osp.join(ROOT, 'configs', 'demo')
-RUNS = (('base', BASE_BACKBONE), ('scalenet', SCALENET_BACKBONE))
+RUNS = (('base', BASE_BACKBONE), ('scalenet', SCALENET_BACKBONE), ('scratch', SCRATCH_BACKBONE))
 # Scene set sizes: enough for a clear signal within the CPU budget (both trainings under 10 minutes on 2 cores).
 NUM_TRAIN, NUM_VAL = 800, 150
 NUM_PICTURES = 4
@@ -34,32 +35,12 @@ class MissingBackboneError(FileNotFoundError):
     """The classification half has not written its backbone checkpoints yet."""
 
 
-def backbone_overrides(checkpoint: str) -> Dict[str, Any]:
-    """Backbone config entries read from a ScaleNet checkpoint's metadata (arch, depth, plan, adapters, grid)."""
-    from ..checkpoint import safe_load, split_checkpoint
-    _, meta = split_checkpoint(safe_load(checkpoint))
-    if not meta:
-        raise ValueError(f'{checkpoint} has no ScaleNet metadata (meta.scalenet); save it with '
-                         f'mmscalenet.checkpoint.save_scalenet')
-    out = dict(arch=dict(meta['arch']), depth=len(meta['sources']), mapping=list(meta['sources']),
-               adapter=dict(meta['adapter']) if meta.get('adapter') else None,
-               function_preserving=bool(meta.get('function_preserving', False)),
-               unshared=tuple(meta.get('unshared', ())), patch_size=int(meta['patch_size']),
-               img_size=tuple(meta['img_size']))
-    if out['adapter'] is not None and 'sites' in out['adapter']:
-        out['adapter']['sites'] = tuple(out['adapter']['sites'])
-    return out
-
-
 def build_config(run: str, checkpoint: str, scenes: Dict[str, str], work_dir: str, seed: int,
                  max_iters: Optional[int] = None):
     """``configs/demo/digits_det_<run>.py`` with the data paths, backbone, work dir and seed of this demo run."""
     from mmengine.config import Config
     cfg = Config.fromfile(osp.join(CONFIG_DIR, f'digits_det_{run}.py'))
-    bb = cfg.model.backbone
-    for key, value in backbone_overrides(checkpoint).items():
-        bb[key] = value
-    bb.init_cfg = dict(type='Pretrained', checkpoint=checkpoint)
+    cfg.model.backbone.init_cfg = dict(type='Pretrained', checkpoint=checkpoint)
     root = scenes['root'].rstrip('/') + '/'
     for loader, split in (('train_dataloader', 'train'), ('test_dataloader', 'val')):
         ds = cfg[loader].dataset
@@ -139,6 +120,26 @@ def _train_and_test(cfg) -> Dict[str, Any]:
                 depth=backbone.plan.depth, backbone_params=int(sum(p.numel() for p in backbone.parameters())))
 
 
+def _detection_job(run_name: str, checkpoint: str, scenes: Dict[str, str], work_dir: str, seed: int,
+                   max_iters: Optional[int], cfg_options: Dict[str, Any],
+                   val_images: Sequence[str]) -> Tuple[Dict[str, Any], List[str]]:
+    """Train and evaluate one detector, draw its predictions; returns (its summary entry, the picture files)."""
+    cfg = build_config(run_name, checkpoint, scenes, work_dir, seed, max_iters)
+    cfg.merge_from_dict(cfg_options)
+    out = _train_and_test(cfg)
+    m = out['metrics']
+    entry = dict(
+        bbox_mAP=float(m['coco/bbox_mAP']), bbox_mAP_50=float(m['coco/bbox_mAP_50']),
+        segm_mAP=float(m['coco/segm_mAP']), segm_mAP_50=float(m['coco/segm_mAP_50']),
+        train_seconds=round(out['train_seconds'], 1), test_seconds=round(out['test_seconds'], 1),
+        depth=out['depth'], backbone_params=out['backbone_params'],
+        iters=int(cfg.train_cfg.max_iters), batch_size=int(cfg.train_dataloader.batch_size),
+        config=osp.relpath(osp.join(CONFIG_DIR, f'digits_det_{run_name}.py'), ROOT))
+    files = [osp.join(work_dir, 'detection', f'pred_{run_name}_{i}.png') for i in range(len(val_images))]
+    draw_predictions(out['runner'].model, cfg, val_images, files, classes=CLASSES, upscale=4)
+    return entry, files
+
+
 def _merge_summary(path: str, detection: Dict[str, Any]) -> Dict[str, Any]:
     summary: Dict[str, Any] = {}
     if osp.isfile(path):
@@ -155,7 +156,9 @@ def _merge_summary(path: str, detection: Dict[str, Any]) -> Dict[str, Any]:
 def format_table(det: Dict[str, Dict[str, Any]]) -> str:
     lines = ['| backbone | depth | backbone params | bbox mAP | bbox AP50 | segm mAP | train s |',
              '| --- | --- | --- | --- | --- | --- | --- |']
-    for run in ('base', 'scalenet'):
+    for run, _ in RUNS:
+        if run not in det:
+            continue
         r = det[run]
         lines.append(f'| {run} | {r["depth"]} | {r["backbone_params"]:,} | {r["bbox_mAP"]:.3f} | '
                      f'{r["bbox_mAP_50"]:.3f} | {r["segm_mAP"]:.3f} | {r["train_seconds"]:.0f} |')
@@ -163,69 +166,71 @@ def format_table(det: Dict[str, Dict[str, Any]]) -> str:
 
 
 def run(work_dir: str, seed: int = 0, max_iters: Optional[int] = None, num_train: int = NUM_TRAIN,
-        num_val: int = NUM_VAL) -> Dict[str, Any]:
-    """The detection half; returns the ``detection`` entry it merged into ``<work_dir>/summary.json``."""
-    missing = [osp.join(work_dir, rel) for _, rel in RUNS if not osp.isfile(osp.join(work_dir, rel))]
+        num_val: int = NUM_VAL, runs: Optional[Sequence[str]] = None,
+        cfg_options: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """The detection half; returns the ``detection`` entry it merged into ``<work_dir>/summary.json``.
+
+    ``runs`` picks some of base / scalenet / scratch (default: all); ``cfg_options`` (mmengine ``--cfg-options``
+    keys) change every run's config the same way, e.g. ``{'optim_wrapper.paramwise_cfg.sharing_rule': 'first'}``.
+    """
+    names = [name for name, _ in RUNS]
+    runs = list(runs or names)
+    unknown = sorted(set(runs) - set(names))
+    if unknown:
+        raise ValueError(f'unknown detection run(s) {unknown}: choose from {names}')
+    chosen = [(name, rel) for name, rel in RUNS if name in runs]
+    missing = [osp.join(work_dir, rel) for _, rel in chosen if not osp.isfile(osp.join(work_dir, rel))]
     if missing:
         raise MissingBackboneError(
             f'backbone checkpoint(s) {", ".join(missing)} not found: run the classification half first '
             f'(python -m mmscalenet.demo.classification --work-dir {work_dir}, or make demo)')
-    import torch
-    threads = torch.get_num_threads()
-    # one thread: on a shared 2-core machine a second OpenMP thread costs far more than it gains
-    torch.set_num_threads(int(os.environ.get('MMSCALENET_THREADS', '1')))
-    try:
-        return _run(work_dir, seed, max_iters, num_train, num_val)
-    finally:
-        torch.set_num_threads(threads)
+    return _run(work_dir, seed, max_iters, num_train, num_val, chosen, dict(cfg_options or {}))
 
 
-def _run(work_dir: str, seed: int, max_iters: Optional[int], num_train: int, num_val: int) -> Dict[str, Any]:
+def _run(work_dir: str, seed: int, max_iters: Optional[int], num_train: int, num_val: int,
+         chosen: Sequence[Tuple[str, str]], cfg_options: Dict[str, Any]) -> Dict[str, Any]:
     t_start = time.perf_counter()
     scenes = generate(osp.join(work_dir, 'detection', 'scenes'), num_train=num_train, num_val=num_val, seed=seed)
     with open(scenes['val_ann']) as f:
         val_images = [osp.join(scenes['val_img'], im['file_name']) for im in json.load(f)['images'][:NUM_PICTURES]]
-    det: Dict[str, Any] = {}
-    pictures: List[str] = []
-    for run_name, rel in RUNS:
-        cfg = build_config(run_name, osp.join(work_dir, rel), scenes, work_dir, seed, max_iters)
-        out = _train_and_test(cfg)
-        m = out['metrics']
-        det[run_name] = dict(
-            bbox_mAP=float(m['coco/bbox_mAP']), bbox_mAP_50=float(m['coco/bbox_mAP_50']),
-            segm_mAP=float(m['coco/segm_mAP']), segm_mAP_50=float(m['coco/segm_mAP_50']),
-            train_seconds=round(out['train_seconds'], 1), test_seconds=round(out['test_seconds'], 1),
-            depth=out['depth'], backbone_params=out['backbone_params'],
-            iters=int(cfg.train_cfg.max_iters), batch_size=int(cfg.train_dataloader.batch_size),
-            config=osp.relpath(osp.join(CONFIG_DIR, f'digits_det_{run_name}.py'), ROOT))
-        files = [osp.join(work_dir, 'detection', f'pred_{run_name}_{i}.png') for i in range(len(val_images))]
-        draw_predictions(out['runner'].model, cfg, val_images, files, classes=CLASSES, upscale=4)
-        pictures += files
-        del out
+    from .jobs import run_jobs
+    done = run_jobs([(name, _detection_job, (name, osp.join(work_dir, rel), scenes, work_dir, seed, max_iters,
+                                             cfg_options, val_images)) for name, rel in chosen])
+    det: Dict[str, Any] = {name: done[name][0] for name, _ in chosen}
+    pictures: List[str] = [p for name, _ in chosen for p in done[name][1]]
+    first = det[chosen[0][0]]
     det['num_train_scenes'], det['num_val_scenes'], det['seed'] = num_train, num_val, seed
+    det['cfg_options'] = cfg_options
     det['wall_seconds'] = round(time.perf_counter() - t_start, 1)
     _merge_summary(osp.join(work_dir, SUMMARY), det)
     table = format_table(det)
     with open(osp.join(work_dir, 'detection.md'), 'w') as f:
         f.write('# Detection stand-in: Mask R-CNN on digit scenes\n\n'
-                f'{num_train} train / {num_val} val scenes (seed {seed}), {det["base"]["iters"]} iterations of '
-                f'batch {det["base"]["batch_size"]} per model, CPU; COCO metrics from mmdet\'s CocoMetric on the val '
+                f'{num_train} train / {num_val} val scenes (seed {seed}), {first["iters"]} iterations of '
+                f'batch {first["batch_size"]} per model, CPU; COCO metrics from mmdet\'s CocoMetric on the val '
                 f'scenes. Backbones from the classification half (base: depth L; scalenet: grown to 2L with '
-                f'shared weights).\n\n' + table + '\n\nPredictions on val scenes: '
-                + ', '.join(osp.relpath(p, work_dir) for p in pictures) + '\n')
+                f'shared weights; scratch: depth 2L trained from random weights).'
+                + (f' Config changes: {cfg_options}.' if cfg_options else '') + '\n\n' + table
+                + '\n\nPredictions on val scenes: ' + ', '.join(osp.relpath(p, work_dir) for p in pictures) + '\n')
     print(table)
     return det
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
+    from mmengine.config import DictAction
     p = argparse.ArgumentParser(description='Detection half of the ScaleNet demo (digit scenes, CPU)')
-    p.add_argument('--work-dir', default='work_dirs/demo')
+    p.add_argument('--work-dir', default='work_dirs/demo',
+                   help='the demo\'s work dir, holding the classification half\'s backbones (default work_dirs/demo)')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--max-iters', type=int, default=None,
                    help='override the training length (the cosine decay is cut or stretched to it)')
+    p.add_argument('--runs', nargs='+', choices=[name for name, _ in RUNS], default=None,
+                   help='train only these backbones (default: base scalenet scratch)')
+    p.add_argument('--cfg-options', nargs='+', action=DictAction, default=None,
+                   help='config overrides applied to every run, as tools/train.py takes them')
     a = p.parse_args(argv)
     try:
-        run(a.work_dir, a.seed, a.max_iters)
+        run(a.work_dir, a.seed, a.max_iters, runs=a.runs, cfg_options=a.cfg_options)
     except MissingBackboneError as err:
         raise SystemExit(str(err))
 
