@@ -267,11 +267,16 @@ def check_recorded_config(model, meta: Mapping[str, Any], name: str = 'the check
     """Refuse a ScaleNet checkpoint whose recorded adapter, gates or depth plan differ from ``model``'s.
 
     One line names both values and the ``--cfg-options`` that would build the checkpoint's model. A checkpoint
-    without metadata (timm, DeiT, MAE) is not checked. ``allow_other_plan`` accepts another depth plan on purpose
+    without metadata (timm, DeiT, MAE), or of a plain L-layer model (no growth, adapters or gates), is not checked:
+    it is grown to the model's plan. ``allow_other_plan`` accepts another depth plan on purpose
     (continuing at another depth: :func:`remap_positions`); adapters and gates must match either way.
     """
     if not meta:
         return
+    sources = meta.get('sources')
+    if (sources is not None and list(sources) == list(range(int(meta.get('base_depth', len(sources)))))
+            and not meta.get('adapter') and not meta.get('function_preserving')):
+        return   # a plain L-layer model saved in the ScaleNet format: grown like a timm checkpoint
     fixes: List[str] = []
     what: List[str] = []
     if 'adapter' in meta:
@@ -289,7 +294,6 @@ def check_recorded_config(model, meta: Mapping[str, Any], name: str = 'the check
     if 'function_preserving' in meta and bool(meta['function_preserving']) != bool(model.function_preserving):
         what.append(f'function_preserving={bool(meta["function_preserving"])} (model: {model.function_preserving})')
         fixes.append(f'model.backbone.function_preserving={bool(meta["function_preserving"])}')
-    sources = meta.get('sources')
     other_plan = (sources is not None and not allow_other_plan
                   and tuple(int(j) for j in sources) != tuple(model.plan.sources))
     if other_plan:
@@ -417,15 +421,16 @@ def convert_for_model(model, state: Mapping[str, torch.Tensor], meta: Optional[M
     return state, report
 
 
-def load_into_backbone(model, checkpoint: Union[str, Mapping[str, Any]],
-                       allow_other_plan: bool = False) -> Dict[str, Any]:
+def load_into_backbone(model, checkpoint: Union[str, Mapping[str, Any]], allow_other_plan: bool = False,
+                       name: Optional[str] = None) -> Dict[str, Any]:
     """Load ``checkpoint`` into a ``ScaleNetViT``: expand to the plan, resize positions, log what happened.
 
     A ScaleNet checkpoint must have been saved from the backbone the model is (:func:`check_recorded_config`);
     ``allow_other_plan`` lets it continue at another depth plan. A plain checkpoint (no per-position tensors) is
     grown at load, and said so in the log when the model is deeper than it.
     """
-    name = os.fspath(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else '<state dict>'
+    if name is None:
+        name = os.fspath(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else '<state dict>'
     state, meta = split_checkpoint(resolve_checkpoint(checkpoint))
     state, _ = backbone_state_dict(state)
     plain = not any(k.startswith('positions.') for k in state)

@@ -337,3 +337,13 @@ def test_another_plan_or_adapter_is_refused_with_the_matching_options(tmp_path):
     # the same plan and adapter load; another plan loads on purpose
     _tiny(depth=8, adapter=dict(type='ParallelAdapter', bottleneck=4)).load_pretrained(path)
     _tiny(depth=6, adapter=dict(type='ParallelAdapter', bottleneck=4)).load_pretrained(path, allow_other_plan=True)
+
+
+def test_a_plain_model_in_the_scalenet_format_is_grown_like_a_timm_checkpoint(tmp_path):
+    """The demo's "pretrained" depth-L model, saved with save_scalenet, is the start of a grown model."""
+    base = _randomise(_tiny(adapter=None))
+    save_scalenet(base, str(tmp_path / 'base.pth'))
+    grown = _tiny(depth=8, adapter=dict(type='ParallelAdapter', bottleneck=4))
+    report = grown.load_pretrained(str(tmp_path / 'base.pth'))
+    assert any(k.startswith('positions.7.adapter_mlp') for k in report['new'])   # fresh adapters, nothing refused
+    assert torch.equal(grown.blocks[3].mlp.fc2.weight, base.blocks[3].mlp.fc2.weight)

@@ -4,6 +4,7 @@ The data preprocessor does what timm's GPU prefetcher does: uint8 images -> floa
 random erasing and Mixup / CutMix on the batch (training only). The loss is soft-target cross-entropy, so the
 mixed and label-smoothed targets of DeiT's recipe train the model directly.
 """
+import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import torch
@@ -148,7 +149,8 @@ class ScaleNetClassifier(BaseModel):
                         allow_other_plan: bool = False) -> Dict[str, Any]:
         """Backbone via ``load_into_backbone`` (expanded to the plan); ``head.*`` when it fits ``num_classes``."""
         obj = resolve_checkpoint(checkpoint)
-        report = load_into_backbone(self.backbone, obj, allow_other_plan)
+        name = os.fspath(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else None
+        report = load_into_backbone(self.backbone, obj, allow_other_plan, name)
         state, _ = split_checkpoint(obj)
         _, head = backbone_state_dict(state)
         head = {k: v for k, v in head.items() if k in ('weight', 'bias')}
