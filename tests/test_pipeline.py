@@ -67,11 +67,12 @@ def _imagenet_folder(root):
 
 
 def _coco_set(root):
-    """COCO-format train2017 / val2017 with one box + polygon per image, under COCO's own category ids."""
+    """COCO-format train2017 / val2017 with one box + polygon per image, under COCO's 80 category names."""
     from PIL import Image
     rng = np.random.default_rng(1)
     os.makedirs(osp.join(root, 'annotations'), exist_ok=True)
-    categories = [dict(id=1, name='person'), dict(id=3, name='car')]
+    from mmdet.datasets import CocoDataset
+    categories = [dict(id=i + 1, name=name) for i, name in enumerate(CocoDataset.METAINFO['classes'])]
     for split, n in (('train2017', 4), ('val2017', 2)):
         os.makedirs(osp.join(root, split), exist_ok=True)
         images, annotations = [], []
