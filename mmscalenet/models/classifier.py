@@ -147,7 +147,7 @@ class ScaleNetClassifier(BaseModel):
     def load_pretrained(self, checkpoint: Union[str, Mapping[str, Any]]) -> Dict[str, Any]:
         """Backbone via ``load_into_backbone`` (expanded to the plan); ``head.*`` when it fits ``num_classes``."""
         obj = resolve_checkpoint(checkpoint)
-        report = load_into_backbone(self.backbone, obj)
+        report = load_into_backbone(self.backbone, obj, name=checkpoint if isinstance(checkpoint, str) else None)
         state, _ = split_checkpoint(obj)
         _, head = backbone_state_dict(state)
         head = {k: v for k, v in head.items() if k in ('weight', 'bias')}
