@@ -763,9 +763,12 @@ def atomic_write(path: str, write: Callable[[Any], None], suffix: str = '.part')
             os.fsync(f.fileno())
         os.chmod(tmp, _file_mode(path))   # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        cause = _os_error_behind(err)
+        if cause is not None and cause is not err:   # e.g. torch.save turns "file too large" into a RuntimeError
+            raise cause from None
         raise
     try:  # make the rename itself durable
         dfd = os.open(folder, os.O_RDONLY)
@@ -775,6 +778,17 @@ def atomic_write(path: str, write: Callable[[Any], None], suffix: str = '.part')
             os.close(dfd)
     except OSError:
         pass
+
+
+def _os_error_behind(err: BaseException) -> Optional[OSError]:
+    """The ``OSError`` (disk full, file too large) that ``err`` is or was raised while handling, if any."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, OSError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
 
 
 def _file_mode(path: str) -> int:

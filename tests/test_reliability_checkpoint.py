@@ -280,3 +280,21 @@ def test_write_error_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, capsy
     err = capsys.readouterr().err.strip()
     assert err.startswith('error: writing') and 'No space left on device' in err and '\n' not in err
     assert sorted(os.listdir(tmp_path)) == ['src.pth']
+
+
+@pytest.mark.parametrize('suffix', ['.pth', '.safetensors'])
+def test_file_size_limit_during_export_is_one_line(tmp_path, suffix):
+    """``ulimit -f``: the kernel refuses the write (EFBIG); torch.save reports it as a RuntimeError, which the
+    tools still print as one line, and the temporary file is removed."""
+    import resource
+    import subprocess
+    import sys
+    src = str(tmp_path / 'src.pth')
+    save_scalenet(_tiny(), src)
+    dst = tmp_path / f'out{suffix}'
+    proc = subprocess.run([sys.executable, f'{ROOT}/tools/export.py', src, str(dst), '--format', 'scalenet'],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120,
+                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000)))
+    err = proc.stderr.strip()
+    assert proc.returncode == 1 and err.startswith('error: writing') and 'File too large' in err, err
+    assert '\n' not in err and sorted(os.listdir(tmp_path)) == ['src.pth']
