@@ -11,10 +11,13 @@ Besides mmdet's behaviour:
   * config path, --cfg-options keys and --resume checkpoints are checked before anything is created; a mistake
     prints one line naming the file or key and exits with status 1 (status 2 for malformed arguments);
   * checkpoints are written atomically (temporary file + rename) and loaded with weights_only=True;
-  * a NaN / infinite loss stops training with an error naming the iteration (StopOnNonFiniteLossHook), and every
-    checkpoint carries the ScaleNet metadata (ScaleNetCheckpointMetaHook): both hooks are added unless the config
-    already lists them;
-  * --resume without a value picks the newest complete checkpoint even if the run was killed mid-save.
+  * a NaN / infinite loss stops training with an error naming the iteration (StopOnNonFiniteLossHook), every
+    checkpoint carries the ScaleNet metadata (ScaleNetCheckpointMetaHook) and the RNG states + sampler position
+    (ExactResumeHook, so a resumed run is bit-identical to an uninterrupted one on CPU): the hooks are added
+    unless the config already lists them;
+  * --resume without a value picks the newest complete checkpoint even if the run was killed mid-save;
+  * one run per work dir: a second run stops with a line naming the first (pid, host, start time); the lock of
+    a run that died is taken over (docs/reliability.md).
 """
 import argparse
 import os
