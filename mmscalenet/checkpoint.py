@@ -15,8 +15,10 @@ parameters), positions without a counterpart start fresh.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
+import math
 import os
 import pickle
 import re
@@ -101,6 +103,8 @@ def _load_safetensors(path: str) -> Dict[str, Any]:
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         raise CheckpointError(f'{path} is not a readable safetensors file: {err}') from None
     out: Dict[str, Any] = {'state_dict': tensors}
+    if 'sha256' in metadata:
+        out['sha256'] = metadata['sha256']
     if META_KEY in metadata:
         try:
             out['meta'] = {META_KEY: json.loads(metadata[META_KEY])}
@@ -146,6 +150,9 @@ def split_checkpoint(obj: Any) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]
         if not isinstance(obj, Mapping):
             break
         if isinstance(obj.get('meta'), Mapping) and META_KEY in obj['meta']:
+            if not isinstance(obj['meta'][META_KEY], Mapping):
+                raise CheckpointError(f'its ScaleNet metadata is a {type(obj["meta"][META_KEY]).__name__}, not a '
+                                      f'dict')
             meta = dict(obj['meta'][META_KEY])
         for key in ('state_dict', 'model', 'module'):
             if isinstance(obj.get(key), Mapping):
@@ -210,6 +217,241 @@ def _resize_rel_pos(table: torch.Tensor, rows: int) -> torch.Tensor:
     """Linearly resize a (2S-1, head_dim) relative-position table to ``rows`` rows (detectron2 style)."""
     return F.interpolate(table.t().unsqueeze(0).float(), size=rows, mode='linear',
                          align_corners=False)[0].t().to(table.dtype).contiguous()
+
+
+# ---- validation: checksum, finiteness, metadata against the tensors ------------------------------------------------
+_MAX_POSITIONS = 4096   # a bound on a file's plan length: the largest plans in use have a few dozen positions
+
+
+def tensor_digest(state: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 over every tensor's name, dtype, shape and bytes (sorted by name): what the ScaleNet format stores
+    as ``sha256`` and checks at load, so a flipped bit anywhere in the tensors is found."""
+    h = hashlib.sha256()
+    for key in sorted(state):
+        t = state[key].detach().cpu().contiguous()
+        h.update(f'{key}\0{t.dtype}\0{tuple(t.shape)}\0'.encode())
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy())   # the buffer itself, no copy
+    return h.hexdigest()
+
+
+def verify_digest(state: Mapping[str, torch.Tensor], expected: Any, name: str) -> None:
+    """Raise :class:`CheckpointError` naming ``name`` when ``state`` does not hash to ``expected``."""
+    if not isinstance(expected, str) or not re.fullmatch(r'[0-9a-f]{64}', expected):
+        raise CheckpointError(f'{name}: its sha256 field is malformed ({str(expected)[:80]!r}): the file is damaged '
+                              f'(verify_checksum=False / --skip-checksum loads it anyway)')
+    actual = tensor_digest(state)
+    if actual != expected:
+        raise CheckpointError(f'{name}: the tensors do not match the SHA-256 stored in the file (stored '
+                              f'{expected[:12]}..., computed {actual[:12]}...): the file is corrupt; '
+                              f'verify_checksum=False / --skip-checksum loads it anyway')
+
+
+def check_finite(state: Mapping[str, torch.Tensor], name: str) -> None:
+    """Raise :class:`CheckpointError` listing the tensors of ``state`` that hold NaN or infinite values."""
+    bad = [k for k, v in state.items()
+           if (v.is_floating_point() or v.is_complex()) and not bool(torch.isfinite(v).all())]
+    if bad:
+        shown = ', '.join(bad[:6]) + (f', ... ({len(bad)} in all)' if len(bad) > 6 else '')
+        raise CheckpointError(f'{name}: {len(bad)} tensor(s) hold NaN or infinite values ({shown}); refused '
+                              f'(allow_nonfinite=True / --allow-nonfinite accepts them)')
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_real(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _meta_field_error(name: str, field: str, problem: str) -> CheckpointError:
+    return CheckpointError(f'{name}: ScaleNet metadata field {field!r} {problem}')
+
+
+def _check_meta_fields(meta: Mapping[str, Any], name: str, base_depth: int) -> None:
+    """Types and bounds of every field present, before anything is built from them.
+
+    Metadata with an ``arch`` describes a whole model and must also have ``sources``, ``img_size`` and
+    ``patch_size``; without one it is a depth plan only (``sources``, ``base_depth``), checked against
+    ``base_depth`` (the file's number of base layers).
+    """
+    if 'arch' in meta:
+        for field in ('sources', 'img_size', 'patch_size'):
+            if field not in meta:
+                raise _meta_field_error(name, field, 'is missing')
+        arch = meta['arch']
+        if not isinstance(arch, Mapping):
+            raise _meta_field_error(name, 'arch', f'must be a dict, got {type(arch).__name__}')
+        for key in ('embed_dims', 'num_layers', 'num_heads'):
+            if not _is_int(arch.get(key)) or arch[key] < 1:
+                raise _meta_field_error(name, f'arch.{key}', f'must be a positive integer, got {arch.get(key)!r}')
+        if not _is_real(arch.get('mlp_ratio', 4.0)) or arch.get('mlp_ratio', 4.0) <= 0:
+            raise _meta_field_error(name, 'arch.mlp_ratio', f'must be a finite number > 0, got '
+                                                            f'{arch["mlp_ratio"]!r}')
+        if arch['embed_dims'] % arch['num_heads']:
+            raise _meta_field_error(name, 'arch.num_heads', f'({arch["num_heads"]}) does not divide embed_dims '
+                                                            f'({arch["embed_dims"]})')
+        base_depth = arch['num_layers']
+    if not base_depth:   # a file without base layers (adapters only): bound the plan by its own base_depth
+        base_depth = meta.get('base_depth') if _is_int(meta.get('base_depth')) else _MAX_POSITIONS
+    L = base_depth
+    if 'base_depth' in meta and (not _is_int(meta['base_depth']) or meta['base_depth'] != L):
+        raise _meta_field_error(name, 'base_depth', f'({meta["base_depth"]!r}) differs from the number of base '
+                                                    f'layers ({L})')
+    sources = meta.get('sources', [])
+    if not isinstance(sources, list) or not all(_is_int(j) and 0 <= j < L for j in sources):
+        raise _meta_field_error(name, 'sources', f'must be a list of base-layer indices in [0, {L}), got '
+                                                 f'{str(sources)[:80]}')
+    if 'sources' in meta and not L <= len(sources) <= _MAX_POSITIONS:
+        raise _meta_field_error(name, 'sources', f'has {len(sources)} positions; expected {L} to {_MAX_POSITIONS}')
+    img = meta.get('img_size', [1, 1])
+    if not isinstance(img, list) or len(img) != 2 or not all(_is_int(s) and s >= 1 for s in img):
+        raise _meta_field_error(name, 'img_size', f'must be [H, W] positive integers, got {str(img)[:80]}')
+    for field in ('patch_size', 'in_channels'):
+        if field in meta and (not _is_int(meta[field]) or meta[field] < 1):
+            raise _meta_field_error(name, field, f'must be a positive integer, got {meta[field]!r}')
+    for field in ('window_size', 'format_version'):
+        if field in meta and (not _is_int(meta[field]) or meta[field] < 0):
+            raise _meta_field_error(name, field, f'must be an integer >= 0, got {meta[field]!r}')
+    for field in ('function_preserving', 'use_rel_pos'):
+        if field in meta and not isinstance(meta[field], bool):
+            raise _meta_field_error(name, field, f'must be true or false, got {meta[field]!r}')
+    if 'drop_path_rate' in meta and not (_is_real(meta['drop_path_rate']) and 0 <= meta['drop_path_rate'] < 1):
+        raise _meta_field_error(name, 'drop_path_rate', f'must be a number in [0, 1), got {meta["drop_path_rate"]!r}')
+    for field in ('out_indices', 'global_indices'):
+        value = meta.get(field)
+        if value is not None and (not isinstance(value, list) or not all(_is_int(i) for i in value)):
+            raise _meta_field_error(name, field, f'must be a list of integers, got {str(value)[:80]}')
+    for field in ('unshared',):
+        value = meta.get(field, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise _meta_field_error(name, field, f'must be a list of names, got {str(value)[:80]}')
+    if 'out_type' in meta and not isinstance(meta['out_type'], str):
+        raise _meta_field_error(name, 'out_type', f'must be a string, got {meta["out_type"]!r}')
+    adapter = meta.get('adapter')
+    if adapter is not None:
+        if not isinstance(adapter, Mapping) or not isinstance(adapter.get('type'), str):
+            raise _meta_field_error(name, 'adapter', f'must be null or a dict with a "type", got {str(adapter)[:80]}')
+        for key, value in adapter.items():
+            if key in ('bottleneck', 'rank') and (not _is_int(value) or value < 1):
+                raise _meta_field_error(name, f'adapter.{key}', f'must be a positive integer, got {value!r}')
+            if key in ('scale', 'alpha') and not _is_real(value):
+                raise _meta_field_error(name, f'adapter.{key}', f'must be a finite number, got {value!r}')
+
+
+def _expect_shape(state: Mapping[str, torch.Tensor], key: str, shape: Tuple[int, ...], field: str,
+                  name: str) -> None:
+    if key not in state:
+        raise _meta_field_error(name, field, f'cannot be checked: the file has no tensor {key}')
+    if tuple(state[key].shape) != shape:
+        raise _meta_field_error(name, field, f'does not match the file\'s tensors: {key} has shape '
+                                             f'{tuple(state[key].shape)}, the metadata implies {shape}')
+
+
+def validate_meta(meta: Any, state: Mapping[str, torch.Tensor], name: str = '<checkpoint>') -> None:
+    """Check ScaleNet metadata against the file's own backbone tensors, before any model is built.
+
+    Types and bounds of every field, then the sizes they imply (width, MLP width, layers, patch, image size)
+    against the tensors that carry them, then every tensor's shape and dtype against a model built on the
+    ``meta`` device (no memory). Metadata without ``arch`` (a depth plan only) gets the type checks. Raises one
+    :class:`CheckpointError` naming ``name`` and the field.
+    """
+    if not isinstance(meta, Mapping):
+        raise CheckpointError(f'{name}: its ScaleNet metadata is a {type(meta).__name__}, not a dict')
+    _check_meta_fields(meta, name, _base_depth_of(state))
+    if 'arch' not in meta:
+        return   # a depth plan only: nothing to build from it
+    arch = meta['arch']
+    C, L = arch['embed_dims'], arch['num_layers']
+    P, in_ch = meta['patch_size'], meta.get('in_channels', 3)
+    _expect_shape(state, 'patch_embed.proj.weight', (C, in_ch, P, P), 'arch.embed_dims / patch_size', name)
+    H, W = meta['img_size']
+    if H < P or W < P:
+        raise _meta_field_error(name, 'img_size', f'{[H, W]} is smaller than patch_size={P}')
+    _expect_shape(state, 'pos_embed', (1, 1 + (H // P) * (W // P), C), 'img_size', name)
+    hidden = int(C * float(arch.get('mlp_ratio', 4.0)))
+    for j in range(L):
+        _expect_shape(state, f'blocks.{j}.attn.qkv.weight', (3 * C, C), 'arch.num_layers', name)
+        _expect_shape(state, f'blocks.{j}.mlp.fc1.weight', (hidden, C), 'arch.mlp_ratio', name)
+    if _base_depth_of(state) != L:
+        raise _meta_field_error(name, 'arch.num_layers', f'is {L} but the file holds {_base_depth_of(state)} '
+                                                         f'base layers')
+    positions = _positions_of(state)
+    if positions and positions[-1] >= len(meta['sources']):
+        raise _meta_field_error(name, 'sources', f'describes {len(meta["sources"])} positions but the file holds '
+                                                 f'parameters of position {positions[-1]}')
+    try:
+        with torch.device('meta'):
+            expected = build_from_meta(meta).state_dict()
+    except (TypeError, ValueError, KeyError) as err:
+        raise CheckpointError(f'{name}: its ScaleNet metadata does not describe a valid model: {err}') from None
+    check_tensors_fit(expected, state, name)
+
+
+def check_tensors_fit(expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor],
+                      name: Optional[str] = None) -> None:
+    """Every tensor of ``state`` that ``expected`` has must have its shape, and be floating point where the
+    model's is (an integer or bool tensor would be cast silently into a float parameter)."""
+    where = f'{name}: ' if name else ''
+    for key, value in state.items():
+        own = expected.get(key)
+        if own is None:
+            continue
+        if tuple(value.shape) != tuple(own.shape) and not _is_gate_reshape(key, value, own):
+            raise CheckpointError(f'{where}tensor {key} has shape {tuple(value.shape)} but the model expects '
+                                  f'{tuple(own.shape)}')
+        if own.is_floating_point() and not value.is_floating_point():
+            raise CheckpointError(f'{where}tensor {key} is {str(value.dtype).replace("torch.", "")} but the '
+                                  f'model\'s parameter is floating point; refused (it would be cast silently)')
+
+
+def _is_gate_reshape(key: str, value: torch.Tensor, own: torch.Tensor) -> bool:
+    """A residual gate saved as a 0-dim tensor loads into a 1-element gate and back (FSDP2 stores them as (1,))."""
+    return key.endswith(('gate_attn', 'gate_mlp')) and value.numel() == own.numel() == 1
+
+
+def match_gate_shapes(model, state: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """``state`` with each 0-dim / 1-element residual gate reshaped to ``model``'s (for ``load_state_dict``)."""
+    own = model.state_dict()
+    return {k: v.reshape(own[k].shape) if k in own and _is_gate_reshape(k, v, own[k]) else v
+            for k, v in state.items()}
+
+
+def _source_name(source: Any) -> str:
+    return os.fspath(source) if isinstance(source, (str, os.PathLike)) else '<state dict>'
+
+
+def _stored_digest(obj: Any, meta: Mapping[str, Any]) -> Any:
+    if 'sha256' in meta:
+        return meta['sha256']
+    return obj.get('sha256') if isinstance(obj, Mapping) else None
+
+
+def read_checkpoint(source: Union[str, Mapping[str, Any]], *, allow_nonfinite: bool = False,
+                    verify_checksum: bool = True, name: Optional[str] = None
+                    ) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+    """Load and check a checkpoint: ``(state dict, ScaleNet metadata or {})``.
+
+    On top of :func:`split_checkpoint`: the stored SHA-256 is verified (files without one, written before it
+    existed, load as they are; ``verify_checksum=False`` skips it), ScaleNet metadata is validated against the
+    file's tensors (:func:`validate_meta`), and NaN / infinite tensors are refused unless ``allow_nonfinite``.
+    Every error is one :class:`CheckpointError` naming the file.
+    """
+    name = name or _source_name(source)
+    obj = resolve_checkpoint(source)
+    try:
+        state, meta = split_checkpoint(obj)
+    except CheckpointError as err:
+        raise CheckpointError(f'{name}: {err}') from None
+    expected = _stored_digest(obj, meta)
+    if verify_checksum and expected is not None:
+        verify_digest(state, expected, name)
+    if meta:
+        validate_meta(meta, backbone_state_dict(state)[0], name)
+    if not allow_nonfinite:
+        check_finite(state, name)
+    return state, meta
 
 
 # ---- loading into a model ----------------------------------------------------------------------------------------
@@ -416,25 +658,36 @@ def convert_for_model(model, state: Mapping[str, torch.Tensor], meta: Optional[M
                 state[key] = _resize_rel_pos(value, own[key].shape[0])
                 report['resized'].append(f'{key} {value.shape[0]} -> {own[key].shape[0]} rows')
                 continue
+            if _is_gate_reshape(key, value, own[key]):
+                state[key] = value.reshape(own[key].shape)
+                continue
             raise CheckpointError(f'checkpoint tensor {key} has shape {tuple(value.shape)} but the model expects '
                                   f'{tuple(own[key].shape)}')
+    check_tensors_fit(own, state)
     return state, report
 
 
-def load_into_backbone(model, checkpoint: Union[str, Mapping[str, Any]], allow_other_plan: bool = False,
+def load_into_backbone(model, checkpoint: Union[str, Mapping[str, Any]], allow_other_plan: bool = False, *,
+                       allow_nonfinite: bool = False, verify_checksum: bool = True,
                        name: Optional[str] = None) -> Dict[str, Any]:
     """Load ``checkpoint`` into a ``ScaleNetViT``: expand to the plan, resize positions, log what happened.
 
-    A ScaleNet checkpoint must have been saved from the backbone the model is (:func:`check_recorded_config`);
-    ``allow_other_plan`` lets it continue at another depth plan. A plain checkpoint (no per-position tensors) is
-    grown at load, and said so in the log when the model is deeper than it.
+    The checkpoint is checked first (:func:`read_checkpoint`: checksum, metadata, no NaN / inf unless
+    ``allow_nonfinite``); ``name`` names it in messages (default: its path). A ScaleNet checkpoint must have been
+    saved from the backbone the model is (:func:`check_recorded_config`); ``allow_other_plan`` lets it continue at
+    another depth plan. A plain checkpoint (no per-position tensors) is grown at load, and said so in the log when
+    the model is deeper than it.
     """
-    if name is None:
-        name = os.fspath(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else '<state dict>'
-    state, meta = split_checkpoint(resolve_checkpoint(checkpoint))
+    name = name or _source_name(checkpoint)
+    state, meta = read_checkpoint(checkpoint, allow_nonfinite=allow_nonfinite, verify_checksum=verify_checksum,
+                                  name=name)
     state, _ = backbone_state_dict(state)
     plain = not any(k.startswith('positions.') for k in state)
-    state, report = convert_for_model(model, state, meta, name, allow_other_plan)
+    try:
+        state, report = convert_for_model(model, state, meta, name, allow_other_plan)
+    except CheckpointError as err:
+        msg = str(err)
+        raise CheckpointError(msg if msg.startswith(name) else f'{name}: {msg}') from None
     own = model.state_dict()
     usable = {k: v for k, v in state.items() if k in own}
     missing, unexpected = model.load_state_dict(usable, strict=False)
@@ -536,24 +789,33 @@ def build_from_meta(meta: Mapping[str, Any], **overrides: Any):
     return ScaleNetViT(**kw)
 
 
-def load_scalenet(source: Union[str, Mapping[str, Any]], strict: bool = True, **overrides: Any):
+def load_scalenet(source: Union[str, Mapping[str, Any]], strict: bool = True, *, allow_nonfinite: bool = False,
+                  verify_checksum: bool = True, **overrides: Any):
     """Rebuild and load a model saved with :func:`save_scalenet` (``.pth`` or ``.safetensors``).
 
     Without ``overrides`` the model is the saved one, tensor for tensor (``strict``). With ``depth=`` / ``mapping=``
     (or any other ``ScaleNetViT`` argument) it is a new model that continues from the saved one: shared layers
     load as they are, per-position parameters follow their base layer (see :func:`remap_positions`).
 
+    The file is checked before anything is built (:func:`read_checkpoint`); ``allow_nonfinite`` and
+    ``verify_checksum`` are passed on to it.
+
     Returns ``(model, head)``, ``head`` being the classifier-head tensors saved with it (possibly empty).
     """
-    state, meta = split_checkpoint(resolve_checkpoint(source))
+    name = _source_name(source)
+    state, meta = read_checkpoint(source, allow_nonfinite=allow_nonfinite, verify_checksum=verify_checksum)
+    if 'arch' not in meta:
+        raise CheckpointError(f'{name}: carries no ScaleNet metadata (arch, depth plan): it was not saved with '
+                              f'mmscalenet.checkpoint.save_scalenet; build the model from its config instead')
     model = build_from_meta(meta, **overrides)
     backbone, head = backbone_state_dict(state)
     if overrides:
-        load_into_backbone(model, {'state_dict': {**backbone}, 'meta': {META_KEY: meta}}, allow_other_plan=True)
+        load_into_backbone(model, {'state_dict': {**backbone}, 'meta': {META_KEY: meta}}, allow_other_plan=True,
+                           allow_nonfinite=allow_nonfinite, verify_checksum=False, name=name)
         return model, head
-    missing, unexpected = model.load_state_dict(backbone, strict=False)
+    missing, unexpected = model.load_state_dict(match_gate_shapes(model, backbone), strict=False)
     if strict and (missing or unexpected):
-        raise CheckpointError(f'the checkpoint does not match the model its metadata describes: missing '
+        raise CheckpointError(f'{name}: the checkpoint does not match the model its metadata describes: missing '
                               f'{_summarise(list(missing))}, unexpected {_summarise(list(unexpected))}')
     return model, head
 
@@ -575,9 +837,12 @@ def atomic_write(path: str, write: Callable[[Any], None], suffix: str = '.part')
             os.fsync(f.fileno())
         os.chmod(tmp, _file_mode(path))   # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        cause = _os_error_behind(err)
+        if cause is not None and cause is not err:   # e.g. torch.save turns "file too large" into a RuntimeError
+            raise cause from None
         raise
     try:  # make the rename itself durable
         dfd = os.open(folder, os.O_RDONLY)
@@ -587,6 +852,17 @@ def atomic_write(path: str, write: Callable[[Any], None], suffix: str = '.part')
             os.close(dfd)
     except OSError:
         pass
+
+
+def _os_error_behind(err: BaseException) -> Optional[OSError]:
+    """The ``OSError`` (disk full, file too large) that ``err`` is or was raised while handling, if any."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, OSError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
 
 
 def _file_mode(path: str) -> int:
@@ -629,16 +905,28 @@ def save_scalenet(model, path: str, head: Optional[Mapping[str, torch.Tensor]] =
     if os.fspath(path).endswith('.safetensors'):
         save_safetensors(state, meta[META_KEY], path)
     else:
+        meta[META_KEY]['sha256'] = tensor_digest(state)
         atomic_save({'state_dict': state, 'meta': meta}, path)
 
 
 def save_safetensors(state: Mapping[str, torch.Tensor], meta: Optional[Mapping[str, Any]], path: str,
                      meta_key: str = META_KEY) -> None:
-    """safetensors refuses tensors that share memory; ScaleNet stores each shared tensor once, so none do."""
+    """safetensors refuses tensors that share memory; ScaleNet stores each shared tensor once, so none do.
+
+    The tensors' SHA-256 (:func:`tensor_digest`) goes into the ScaleNet metadata (``meta_key`` ``scalenet``) or,
+    for other metadata, into its own ``sha256`` entry; loading checks it.
+    """
     from safetensors.torch import save
 
     tensors = {k: v.detach().contiguous() for k, v in state.items()}
-    metadata = {meta_key: json.dumps(_plain(dict(meta)))} if meta is not None else None
+    digest = tensor_digest(tensors)
+    metadata = {'sha256': digest}
+    if meta is not None:
+        meta = _plain(dict(meta))
+        if meta_key == META_KEY:
+            meta['sha256'] = digest
+            del metadata['sha256']
+        metadata[meta_key] = json.dumps(meta)
     data = save(tensors, metadata=metadata)
     atomic_write(path, lambda f: f.write(data))
 
@@ -784,6 +1072,34 @@ def _atomic_local_put_text(self, obj: str, filepath, encoding: str = 'utf-8') ->
     atomic_write(filepath, lambda f: f.write(obj.encode(encoding)))
 
 
+class _AtomicTextWriter:
+    """A text file opened for writing that appears under its name only when closed without error."""
+
+    def __init__(self, path: str, encoding: Optional[str]):
+        self.path, self.encoding, self.parts = path, encoding or 'utf-8', []
+
+    def write(self, text: str) -> int:
+        self.parts.append(text)
+        return len(text)
+
+    def __enter__(self) -> '_AtomicTextWriter':
+        return self
+
+    def __exit__(self, kind, *rest) -> None:
+        if kind is None:
+            data = ''.join(self.parts).encode(self.encoding)
+            atomic_write(self.path, lambda f: f.write(data))
+
+
+def _checkpoint_hook_open(file, mode='r', *args, **kwargs):
+    """``open`` as seen by mmengine's ``CheckpointHook``: its ``last_checkpoint`` pointer is written atomically
+    (a kill leaves the previous pointer or the new one, never an empty file); everything else is ``open``."""
+    import builtins
+    if mode in ('w', 'wt') and os.path.basename(os.fspath(file)) == 'last_checkpoint':
+        return _AtomicTextWriter(os.fspath(file), kwargs.get('encoding'))
+    return builtins.open(file, mode, *args, **kwargs)
+
+
 def install_mmengine_safe_load() -> None:
     """Make mmengine 0.10 load and save checkpoints safely (idempotent; called by ``import mmscalenet``).
 
@@ -793,9 +1109,10 @@ def install_mmengine_safe_load() -> None:
       are added to torch's allow-list (``torch.serialization.add_safe_globals``) so other mmengine loaders (URLs)
       accept them too. A file carrying any other pickled object is refused with a :class:`CheckpointError`, and
       nothing in it runs. ``weights_only=False`` is never used.
-    * Saving: ``mmengine.fileio.LocalBackend.put`` / ``put_text`` (what ``Runner.save_checkpoint`` and the
-      ``last_checkpoint`` pointer go through) write a temporary file and rename it, so a kill during a save leaves
-      the previous checkpoint intact.
+    * Saving: ``mmengine.fileio.LocalBackend.put`` / ``put_text`` (what ``Runner.save_checkpoint`` goes through)
+      write a temporary file and rename it, so a kill during a save leaves the previous checkpoint intact; the
+      ``last_checkpoint`` pointer, which ``CheckpointHook`` writes with a plain ``open()``, gets the same treatment
+      through an ``open`` placed in that module's namespace (:func:`_checkpoint_hook_open`).
     """
     global _MMENGINE_INSTALLED
     if _MMENGINE_INSTALLED:
@@ -809,4 +1126,9 @@ def install_mmengine_safe_load() -> None:
     CheckpointLoader.register_scheme(prefixes='', loader=_mmengine_load_from_local, force=True)
     LocalBackend.put = _atomic_local_put
     LocalBackend.put_text = _atomic_local_put_text
+    try:   # CheckpointHook writes the last_checkpoint pointer with a plain open(): give its module an atomic one
+        import mmengine.hooks.checkpoint_hook as checkpoint_hook
+        checkpoint_hook.open = _checkpoint_hook_open
+    except ImportError:
+        pass
     _MMENGINE_INSTALLED = True

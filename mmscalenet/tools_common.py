@@ -187,10 +187,10 @@ def build_runner_cfg(cfg, config_path: str, work_dir: Optional[str] = None, laun
 
 
 def add_default_hooks(cfg) -> None:
-    """Add mmscalenet's NaN/inf loss guard and checkpoint-metadata hooks unless the config has them."""
+    """Add mmscalenet's NaN/inf loss guard, checkpoint-metadata and exact-resume hooks unless the config has them."""
     hooks = list(cfg.get('custom_hooks', None) or [])
     present = {h.get('type') if isinstance(h, Mapping) else None for h in hooks}
-    for name in ('StopOnNonFiniteLossHook', 'ScaleNetCheckpointMetaHook'):
+    for name in ('StopOnNonFiniteLossHook', 'ScaleNetCheckpointMetaHook', 'ExactResumeHook'):
         if name not in present and f'mmdet.{name}' not in present:
             hooks.append(dict(type=name))
     cfg.custom_hooks = hooks
@@ -275,3 +275,137 @@ def prepare_or_report(config_path: str, prepare: Callable[[], Any]) -> Any:
     except user_error_types() as err:
         print(format_error(err), file=sys.stderr)
         return None
+
+
+def check_output_path(path: str) -> None:
+    """Refuse an output path that cannot be written, before any work: a directory, a parent that is a file, a
+    folder where no file can be created (read-only, ``/proc``). Creates nothing (a probe file is removed)."""
+    import tempfile
+    if osp.isdir(path):
+        raise ToolError(f'output {path} is a directory; give a file name')
+    parent = osp.dirname(osp.abspath(path))
+    existing = parent
+    while not osp.exists(existing):
+        existing = osp.dirname(existing)
+    if not osp.isdir(existing):
+        raise ToolError(f'cannot write {path}: {existing} is a file, not a directory')
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        raise ToolError(f'cannot write {path}: no file can be created in {existing} ({err.strerror or err})') from None
+
+
+def write_error(path: str, err: OSError) -> str:
+    """One line for an ``OSError`` raised while writing ``path`` (disk full, file too large, ...)."""
+    return f'error: writing {path} failed ({err.strerror or err}); nothing was written'
+
+
+LOCK_NAME = '.mmscalenet.lock'
+
+
+class WorkDirLock:
+    """One training run per work dir: an exclusive ``flock`` on ``WORK_DIR/.mmscalenet.lock``, which also records
+    the holder (pid, host, start time) for the message a second run prints.
+
+    The operating system drops the lock when its process ends, however it ends (error, kill, crash), so a lock
+    file left by a dead run is simply taken over, with a log line naming that run. ``release()`` removes the file.
+    """
+
+    def __init__(self, work_dir: str):
+        self.work_dir = work_dir
+        self.path = osp.join(work_dir, LOCK_NAME)
+        self._fd: Optional[int] = None
+
+    @staticmethod
+    def describe(info: Mapping[str, Any]) -> str:
+        return (f'pid {info.get("pid", "?")} on host {info.get("host", "?")}, started {info.get("start", "?")}'
+                f'{": " + info["command"] if info.get("command") else ""}')
+
+    def _read(self, fd: int) -> dict:
+        import json
+        try:
+            os.lseek(fd, 0, os.SEEK_SET)
+            info = json.loads(os.read(fd, 65536).decode() or '{}')
+            return info if isinstance(info, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    def acquire(self, log: Callable[[str], None] = lambda line: print(line, file=sys.stderr)) -> None:
+        """Take the lock or raise :class:`ToolError` naming the run that holds it."""
+        import fcntl
+        import json
+        import socket
+        import time
+        os.makedirs(self.work_dir, exist_ok=True)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = self._read(fd)
+                os.close(fd)
+                raise ToolError(f'work dir {self.work_dir} is in use by another run ({self.describe(holder)}); '
+                                f'wait for it to finish, stop it, or choose another --work-dir') from None
+            try:   # the file may have been removed by its previous holder between open and flock: retry
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        previous = self._read(fd)
+        if previous.get('pid'):
+            log(f'work dir {self.work_dir}: taking over the lock left by a run that is no longer running '
+                f'({self.describe(previous)})')
+        info = dict(pid=os.getpid(), host=socket.gethostname(), start=time.strftime('%Y-%m-%d %H:%M:%S %z'),
+                    command=' '.join(sys.argv)[:300])
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, json.dumps(info).encode())
+        os.fsync(fd)
+        self._fd = fd
+
+    def release(self) -> None:
+        """Remove the lock file and drop the lock (idempotent; the work dir may already be gone)."""
+        if self._fd is None:
+            return
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        os.close(self._fd)
+        self._fd = None
+
+
+def _pretrained_files(node: Any, where: str) -> List[tuple]:
+    """``(key path, checkpoint)`` of every ``init_cfg=dict(type='Pretrained', checkpoint=...)`` in a config."""
+    found = []
+    if isinstance(node, Mapping):
+        if node.get('type') == 'Pretrained' and isinstance(node.get('checkpoint'), str):
+            found.append((where, node['checkpoint']))
+        for key, value in node.items():
+            found += _pretrained_files(value, f'{where}.{key}' if where else str(key))
+    elif isinstance(node, (list, tuple)):
+        for i, value in enumerate(node):
+            found += _pretrained_files(value, f'{where}.{i}')
+    return found
+
+
+def check_training_values(cfg, path: str) -> None:
+    """Mistakes that would otherwise surface as a traceback once training starts: a missing ``init_cfg``
+    checkpoint file, a batch size that is not a positive integer, a learning rate that is not a finite number >= 0.
+    """
+    import math
+    for where, checkpoint in _pretrained_files(cfg.get('model', None), 'model'):
+        if not checkpoint.startswith(('http://', 'https://', 'timm:')):
+            check_checkpoint_file(checkpoint, f'{path}: {where}.checkpoint')
+    loader = cfg.get('train_dataloader', None) or {}
+    size = loader.get('batch_size', 1) if isinstance(loader, Mapping) else 1
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ToolError(f'{path}: train_dataloader.batch_size must be a positive integer, got {size!r}')
+    optim = cfg.get('optim_wrapper', None) or {}
+    optimizer = optim.get('optimizer', None) if isinstance(optim, Mapping) else None
+    lr = optimizer.get('lr', 0.0) if isinstance(optimizer, Mapping) else 0.0
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr < 0:
+        raise ToolError(f'{path}: optim_wrapper.optimizer.lr must be a finite number >= 0, got {lr!r}')

@@ -38,16 +38,25 @@ def parse_args(argv=None):
     p.add_argument('--img-size', type=int, default=224, help='pretraining image size (default 224)')
     p.add_argument('--patch-size', type=int, default=16, help='patch size (default 16)')
     p.add_argument('--no-head', action='store_true', help='do not carry the classifier head over')
+    p.add_argument('--allow-nonfinite', action='store_true',
+                   help='load SRC even if some of its tensors hold NaN or inf (refused by default)')
+    p.add_argument('--skip-checksum', action='store_true',
+                   help='do not verify the SHA-256 that ScaleNet-format files carry')
     return p.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
 
-    from mmscalenet.checkpoint import (CheckpointError, backbone_state_dict, resolve_checkpoint, save_scalenet,
-                                       split_checkpoint)
+    from mmscalenet.checkpoint import CheckpointError, backbone_state_dict, read_checkpoint, save_scalenet
     from mmscalenet.expansion import count_parameters, format_parameter_table
     from mmscalenet.models import ScaleNetViT
+    from mmscalenet.tools_common import ToolError, check_output_path, write_error
+
+    try:
+        check_output_path(args.dst)
+    except ToolError as err:
+        raise SystemExit(f'error: {err}')
 
     mapping = args.mapping
     if mapping not in ('cyclic', 'interleave'):
@@ -61,8 +70,9 @@ def main(argv=None):
         model = ScaleNetViT(args.arch, depth=args.depth, mapping=mapping, adapter=adapter,
                             function_preserving=args.function_preserving, unshared=tuple(args.unshared),
                             img_size=args.img_size, patch_size=args.patch_size)
-        state, _ = split_checkpoint(resolve_checkpoint(args.src))
-        report = model.load_pretrained(state)
+        state, _ = read_checkpoint(args.src, allow_nonfinite=args.allow_nonfinite,
+                                   verify_checksum=not args.skip_checksum)
+        report = model.load_pretrained(state, allow_nonfinite=args.allow_nonfinite, name=args.src)
         _, head = backbone_state_dict(state)
     except (ValueError, TypeError, FileNotFoundError, CheckpointError) as err:
         raise SystemExit(f'error: {err}')
@@ -77,7 +87,10 @@ def main(argv=None):
     print(format_parameter_table(count_parameters(model), reference=base_count))
     print(f'\nloaded {len(report["loaded"])} tensors, {len(report["expanded"])} per-position copies, '
           f'{len(report["new"])} newly initialised, {len(report["ignored"])} ignored')
-    save_scalenet(model, args.dst, head=None if args.no_head else head)
+    try:
+        save_scalenet(model, args.dst, head=None if args.no_head else head)
+    except OSError as err:
+        raise SystemExit(write_error(args.dst, err))
     print(f'wrote {args.dst}')
     return 0
 

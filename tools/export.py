@@ -43,6 +43,10 @@ def parse_args(argv=None):
     p.add_argument('--skip-check', action='store_true',
                    help='do not compare the exported timm model with the ScaleNet model before writing')
     p.add_argument('--atol', type=float, default=1e-4, help='tolerance of the output check (fp32, default 1e-4)')
+    p.add_argument('--allow-nonfinite', action='store_true',
+                   help='read and write tensors holding NaN or inf (refused by default)')
+    p.add_argument('--skip-checksum', action='store_true',
+                   help='do not verify the SHA-256 that ScaleNet-format files carry')
     return p.parse_args(argv)
 
 
@@ -61,20 +65,21 @@ def _backbone_from_config(path):
     return ScaleNetViT(**kw)
 
 
-def load_model(src, config=None):
-    """(ScaleNetViT with the checkpoint's weights, head tensors) from SRC."""
-    from mmscalenet.checkpoint import (CheckpointError, backbone_state_dict, build_from_meta, resolve_checkpoint,
-                                       split_checkpoint)
-    state, meta = split_checkpoint(resolve_checkpoint(src))
+def load_model(src, config=None, allow_nonfinite=False, verify_checksum=True):
+    """(ScaleNetViT with the checkpoint's weights, head tensors) from SRC, checked by ``read_checkpoint``."""
+    from mmscalenet.checkpoint import (CheckpointError, backbone_state_dict, build_from_meta, check_tensors_fit,
+                                       match_gate_shapes, read_checkpoint)
+    state, meta = read_checkpoint(src, allow_nonfinite=allow_nonfinite, verify_checksum=verify_checksum)
     backbone_state, head = backbone_state_dict(state)
     if config is not None:
         model = _backbone_from_config(config)
-    elif meta:
+        check_tensors_fit(model.state_dict(), backbone_state, src)
+    elif 'arch' in meta:
         model = build_from_meta(meta)
     else:
         raise CheckpointError(f'{src} carries no ScaleNet metadata (depth plan, adapters): pass the config it was '
                               f'trained with (--config CONFIG)')
-    missing, unexpected = model.load_state_dict(backbone_state, strict=False)
+    missing, unexpected = model.load_state_dict(match_gate_shapes(model, backbone_state), strict=False)
     if missing:
         raise CheckpointError(f'{src} does not hold the whole backbone: missing {sorted(missing)[:5]}'
                               f'{" ..." if len(missing) > 5 else ""}')
@@ -83,31 +88,39 @@ def load_model(src, config=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from mmscalenet.checkpoint import (CheckpointError, NotMergeableError, atomic_save, save_safetensors,
-                                       save_scalenet, timm_head, timm_kwargs, untied_state_dict)
-    from mmscalenet.tools_common import ToolError
+    from mmscalenet.checkpoint import (CheckpointError, NotMergeableError, atomic_save, check_finite,
+                                       save_safetensors, save_scalenet, timm_head, timm_kwargs, untied_state_dict)
+    from mmscalenet.tools_common import ToolError, check_output_path, write_error
     try:
-        model, head = load_model(args.src, args.config)
+        check_output_path(args.dst)
+        model, head = load_model(args.src, args.config, args.allow_nonfinite, not args.skip_checksum)
         head = {} if args.no_head else timm_head(head, model.embed_dims)
         if args.format == 'scalenet':
+            if not args.allow_nonfinite:
+                check_finite(dict(model.state_dict(), **{f'head.{k}': v for k, v in head.items()}), args.dst)
             save_scalenet(model, args.dst, head=head or None)
             print(f'wrote {args.dst}: ScaleNet format, {model.plan.base_depth} shared layers -> {model.plan.depth} '
                   f'positions, adapter={model.adapter_cfg["type"] if model.adapter_cfg else None}')
             return 0
         state = untied_state_dict(model, head=head or None)
         kwargs = timm_kwargs(model, num_classes=int(head['weight'].shape[0]) if head else 0)
+        if not args.allow_nonfinite:
+            check_finite(state, args.dst)
         if not args.skip_check:
             _check(model, head, state, kwargs, args.atol)
+        if args.dst.endswith('.safetensors'):
+            save_safetensors(state, kwargs, args.dst, meta_key='timm_vision_transformer_kwargs')
+        else:
+            atomic_save(state, args.dst)
     except NotMergeableError as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
     except (CheckpointError, ToolError, FileNotFoundError, ValueError, TypeError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 1
-    if args.dst.endswith('.safetensors'):
-        save_safetensors(state, kwargs, args.dst, meta_key='timm_vision_transformer_kwargs')
-    else:
-        atomic_save(state, args.dst)
+    except OSError as err:
+        print(write_error(args.dst, err), file=sys.stderr)
+        return 1
     print(f'wrote {args.dst}: timm VisionTransformer({", ".join(f"{k}={v!r}" for k, v in kwargs.items())}), '
           f'{sum(v.numel() for v in state.values()) / 1e6:.2f} M parameters (untied)')
     print('load with: VisionTransformer(**' + json.dumps({k: list(v) if isinstance(v, tuple) else v
@@ -131,7 +144,7 @@ def _check(model, head, state, kwargs, atol):
         else:
             theirs = ref.forward_head(ref.forward_features(x), pre_logits=True)
     diff = (ours - theirs).abs().max().item()
-    if diff > atol:
+    if not diff <= atol:   # NaN compares false: a NaN output fails the check
         raise CheckpointError(f'the exported timm model differs from the ScaleNet model by {diff:.3g} (> {atol}); '
                               f'nothing was written')
     print(f'check: timm VisionTransformer output == ScaleNet output (max abs diff {diff:.2e})')

@@ -11,10 +11,13 @@ Besides mmdet's behaviour:
   * config path, --cfg-options keys and --resume checkpoints are checked before anything is created; a mistake
     prints one line naming the file or key and exits with status 1 (status 2 for malformed arguments);
   * checkpoints are written atomically (temporary file + rename) and loaded with weights_only=True;
-  * a NaN / infinite loss stops training with an error naming the iteration (StopOnNonFiniteLossHook), and every
-    checkpoint carries the ScaleNet metadata (ScaleNetCheckpointMetaHook): both hooks are added unless the config
-    already lists them;
-  * --resume without a value picks the newest complete checkpoint even if the run was killed mid-save.
+  * a NaN / infinite loss stops training with an error naming the iteration (StopOnNonFiniteLossHook), every
+    checkpoint carries the ScaleNet metadata (ScaleNetCheckpointMetaHook) and the RNG states + sampler position
+    (ExactResumeHook, so a resumed run is bit-identical to an uninterrupted one on CPU): the hooks are added
+    unless the config already lists them;
+  * --resume without a value picks the newest complete checkpoint even if the run was killed mid-save;
+  * one run per work dir: a second run stops with a line naming the first (pid, host, start time); the lock of
+    a run that died is taken over (docs/reliability.md).
 """
 import argparse
 import os
@@ -64,8 +67,8 @@ def parse_args(argv=None):
 
 def prepare(args):
     """Config, checks and work dir: everything before the runner (raises ToolError & co. on user mistakes)."""
-    from mmscalenet.tools_common import (ToolError, add_default_hooks, check_checkpoint_file, latest_checkpoint,
-                                         load_config)
+    from mmscalenet.tools_common import (ToolError, add_default_hooks, check_checkpoint_file, check_training_values,
+                                         latest_checkpoint, load_config)
     cfg = load_config(args.config, args.cfg_options)
     if args.amp:
         if cfg.optim_wrapper.get('type', 'OptimWrapper') == 'AmpOptimWrapper':
@@ -94,6 +97,7 @@ def prepare(args):
     if 'train_dataloader' not in cfg or 'train_cfg' not in cfg or 'optim_wrapper' not in cfg:
         missing = [k for k in ('train_dataloader', 'train_cfg', 'optim_wrapper') if k not in cfg]
         raise ToolError(f'{args.config} cannot be trained: it has no {", ".join(missing)}')
+    check_training_values(cfg, args.config)
     add_default_hooks(cfg)
     cfg.work_dir = work_dir
     _cpu_distributed(cfg, args.launcher)
@@ -113,13 +117,38 @@ def _cpu_distributed(cfg, launcher):
 def main(argv=None):
     args = parse_args(argv)
     from mmscalenet.tools_common import (
-        WorkDirGuard, build_runner_cfg, format_error, prepare_or_report, user_error_types)
+        ToolError, WorkDirGuard, WorkDirLock, build_runner_cfg, format_error, prepare_or_report, user_error_types)
     cfg = prepare_or_report(args.config, lambda: prepare(args))
     if cfg is None:
         return 1
+    work_dir = cfg.work_dir
+    if osp.isfile(work_dir):
+        print(f'error: work dir {work_dir} is an existing file', file=sys.stderr)
+        return 1
+    guard = WorkDirGuard(work_dir)
+    lock = WorkDirLock(work_dir)
+    refused = ''
+    if os.environ.get('RANK', '0') == '0':   # one lock per run: rank 0 holds it for all ranks
+        try:
+            lock.acquire()
+        except ToolError as err:
+            refused = format_error(err)
+    refused = _from_rank_0(refused)
+    if refused:
+        print(refused, file=sys.stderr)
+        _close_process_group(synchronise=False)
+        return 1
+    try:
+        return _run(args, cfg, guard)
+    finally:
+        lock.release()
+
+
+def _run(args, cfg, guard):
+    """Build the runner and train; user mistakes print one line (status 1)."""
+    from mmscalenet.tools_common import build_runner_cfg, format_error, user_error_types
     errors = user_error_types()
     work_dir = cfg.work_dir
-    guard = WorkDirGuard(work_dir)
     try:
         cfg = build_runner_cfg(cfg, args.config, work_dir=work_dir, launcher=args.launcher)
         from mmengine.registry import RUNNERS
@@ -142,6 +171,16 @@ def main(argv=None):
         return 1
     _close_process_group(synchronise=True)
     return 0
+
+
+def _from_rank_0(text):
+    """Rank 0's ``text`` on every rank when a process group is up (so all ranks stop together), else ``text``."""
+    import torch.distributed as dist
+    if not (dist.is_available() and dist.is_initialized()):
+        return text
+    box = [text]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def _close_process_group(synchronise):

@@ -5,11 +5,18 @@
 * ``ScaleNetCheckpointMetaHook``: writes the ScaleNet metadata (arch, depth plan, adapter settings) of the model's
   ``ScaleNetViT`` into every checkpoint mmengine saves, so a training checkpoint can be reloaded at another depth
   or exported (``tools/export.py``) without its config.
+* ``ExactResumeHook``: saves the random number generators' states and the sampler's position in every checkpoint
+  and restores them on ``--resume``, so a resumed run draws the same drop-path masks and augmentations as an
+  uninterrupted one.
 
-``tools/train.py`` adds both to ``custom_hooks`` unless the config already has them.
+``tools/train.py`` adds all three to ``custom_hooks`` unless the config already has them.
 """
 import math
+import random
 from typing import Any, Dict, Optional
+
+import numpy as np
+import torch
 
 from mmengine.hooks import Hook
 from mmdet.registry import HOOKS
@@ -69,3 +76,121 @@ class ScaleNetCheckpointMetaHook(Hook):
                 meta[META_KEY] = scalenet_meta(module)
                 meta[f'{META_KEY}_prefix'] = f'{prefix}.' if prefix else ''
                 return
+
+
+RESUME_KEY = 'scalenet_resume'
+
+
+def rng_state() -> Dict[str, Any]:
+    """The states of torch (CPU and, when initialised, CUDA), numpy and python ``random``, as plain data and
+    tensors (loadable with ``weights_only=True``)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    out = dict(torch=torch.get_rng_state(),
+               numpy=dict(kind=str(kind), keys=torch.from_numpy(keys.astype(np.int64)), pos=int(pos),
+                          has_gauss=int(has_gauss), cached_gaussian=float(cached)),
+               python=dict(version=int(version), internal=list(internal), gauss_next=gauss_next))
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        out['cuda'] = torch.cuda.get_rng_state_all()
+    return out
+
+
+def set_rng_state(state: Dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned (CUDA only when both the state and CUDA are there)."""
+    torch.set_rng_state(state['torch'])
+    n = state['numpy']
+    np.random.set_state((n['kind'], n['keys'].numpy().astype(np.uint32), n['pos'], n['has_gauss'],
+                         n['cached_gaussian']))
+    p = state['python']
+    random.setstate((p['version'], tuple(p['internal']), p['gauss_next']))
+    if state.get('cuda') is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state['cuda'])
+
+
+class _RestoreAfter:
+    """A data iterator that restores the RNG states once ``count`` batches have been drawn from it."""
+
+    def __init__(self, inner: Any, count: int, state: Dict[str, Any]):
+        self.inner, self.count, self.state = inner, count, state
+
+    def __iter__(self) -> '_RestoreAfter':
+        return self
+
+    def __next__(self) -> Any:
+        batch = next(self.inner)
+        self.count -= 1
+        if self.count == 0:
+            set_rng_state(self.state)
+        return batch
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+@HOOKS.register_module()
+class ExactResumeHook(Hook):
+    """Make ``--resume`` continue the random streams where the checkpoint left them.
+
+    * Every checkpoint gets ``scalenet_resume``: the RNG states at the moment of saving (:func:`rng_state`) and the
+      sampler's position (epoch, iteration, batches of the epoch already trained).
+    * After a resume (not after ``load_from``) the states are restored at the start of the next training epoch
+      (``before_train_epoch``), after everything mmengine does on resume (it may re-seed) and right before the data
+      loader draws its first batch; for iteration-based loops, after mmengine has drawn the batches it skips.
+    * Validation and testing run with a saved copy of the states, put back afterwards, so evaluating does not
+      change the random numbers that training sees: a checkpoint written at the end of an epoch then holds the
+      exact states the next epoch starts from, whether or not validation follows.
+
+    The sampler needs nothing restored for epoch-based training: mmengine's samplers shuffle from (seed, epoch),
+    and the checkpoints are written at epoch ends. Resuming an epoch-based run from a checkpoint written in the
+    middle of an epoch (by iteration) logs a warning: mmengine restarts that epoch, which is not exact.
+    """
+
+    priority = 'VERY_HIGH'   # restore before any other hook of before_train_epoch runs
+
+    def __init__(self) -> None:
+        self._pending: Optional[Dict[str, Any]] = None
+        self._outside_eval: Optional[Dict[str, Any]] = None
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        from mmengine.runner import EpochBasedTrainLoop
+        loop = runner.train_loop
+        in_epoch = runner.iter % len(loop.dataloader) if isinstance(loop, EpochBasedTrainLoop) else 0
+        checkpoint[RESUME_KEY] = dict(rng=rng_state(), sampler=dict(
+            epoch=int(checkpoint.get('meta', {}).get('epoch', runner.epoch)), iter=int(runner.iter),
+            batches_in_epoch=int(in_epoch)))
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        saved = checkpoint.get(RESUME_KEY)
+        if not getattr(runner, '_resume', False) or not isinstance(saved, dict) or 'rng' not in saved:
+            return    # load_from (a new run), or a checkpoint of an older run: nothing to continue
+        self._pending = saved['rng']
+        from mmengine.runner import EpochBasedTrainLoop
+        in_epoch = saved.get('sampler', {}).get('batches_in_epoch', 0)
+        if in_epoch and isinstance(getattr(runner, '_train_loop', None), EpochBasedTrainLoop):
+            runner.logger.warning(
+                f'the checkpoint was written after {in_epoch} batches of an epoch (iteration '
+                f'{saved["sampler"]["iter"]}): mmengine restarts that epoch from its first batch, so this resume '
+                f'is not exact; resume from a checkpoint written at the end of an epoch for an exact one')
+
+    def before_train_epoch(self, runner) -> None:
+        if self._pending is None:
+            return
+        from mmengine.runner import IterBasedTrainLoop
+        loop = runner.train_loop
+        if isinstance(loop, IterBasedTrainLoop) and loop.iter > 0:
+            # mmengine now skips the trained batches by drawing them (which uses random numbers): restore after
+            loop.dataloader_iterator = _RestoreAfter(loop.dataloader_iterator, loop.iter, self._pending)
+        else:
+            set_rng_state(self._pending)
+        self._pending = None
+
+    def _hold(self, runner) -> None:
+        self._outside_eval = rng_state()
+
+    def _release(self, runner, *args: Any, **kwargs: Any) -> None:
+        if self._outside_eval is not None:
+            set_rng_state(self._outside_eval)
+            self._outside_eval = None
+
+    before_val = before_test = _hold
+    after_val = after_test = _release

@@ -6,6 +6,7 @@ copy of its source layer.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 import torch
@@ -42,13 +43,21 @@ def parse_adapter_cfg(cfg: Optional[Mapping[str, Any]]) -> Optional[Dict[str, An
     if kind == 'ParallelAdapter':
         _check_positive_int(out, 'bottleneck', kind)
         out['sites'] = _check_subset(out['sites'], ADAPTER_SITES, 'sites', kind)
-        out['scale'] = float(out['scale'])
+        out['scale'] = _check_finite_number(out, 'scale', kind)
     else:
         _check_positive_int(out, 'rank', kind)
-        out['alpha'] = float(out['alpha'])
+        out['alpha'] = _check_finite_number(out, 'alpha', kind)
         out['targets'] = _check_subset(out['targets'], LORA_TARGETS, 'targets', kind)
     out['type'] = kind
     return out
+
+
+def _check_finite_number(cfg: Dict[str, Any], key: str, kind: str) -> float:
+    """A finite real number (NaN / inf would make every output non-finite from the first step)."""
+    value = cfg[key]
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ValueError(f'{kind}.{key} must be a finite number, got {value!r}')
+    return float(value)
 
 
 def _check_positive_int(cfg: Dict[str, Any], key: str, kind: str) -> None:

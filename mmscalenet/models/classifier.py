@@ -150,7 +150,7 @@ class ScaleNetClassifier(BaseModel):
         """Backbone via ``load_into_backbone`` (expanded to the plan); ``head.*`` when it fits ``num_classes``."""
         obj = resolve_checkpoint(checkpoint)
         name = os.fspath(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else None
-        report = load_into_backbone(self.backbone, obj, allow_other_plan, name)
+        report = load_into_backbone(self.backbone, obj, allow_other_plan, name=name)
         state, _ = split_checkpoint(obj)
         _, head = backbone_state_dict(state)
         head = {k: v for k, v in head.items() if k in ('weight', 'bias')}

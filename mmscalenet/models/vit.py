@@ -10,6 +10,9 @@ installed (benchmarks, export). State-dict layout:
 """
 from __future__ import annotations
 
+import math
+import numbers
+
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
@@ -50,7 +53,19 @@ def resolve_arch(arch: Union[str, Mapping[str, Any]]) -> Dict[str, Any]:
             raise ValueError(f'arch.{key} must be a positive integer, got {v!r}')
     if out['embed_dims'] % out['num_heads']:
         raise ValueError(f'arch.embed_dims={out["embed_dims"]} is not divisible by num_heads={out["num_heads"]}')
+    r = out['mlp_ratio']
+    if isinstance(r, bool) or not isinstance(r, numbers.Real) or not math.isfinite(r) or \
+            int(out['embed_dims'] * r) < 1:
+        raise ValueError(f'arch.mlp_ratio must be a finite number > 0 giving an MLP of at least one unit '
+                         f'(embed_dims * mlp_ratio >= 1), got {r!r}')
     return out
+
+
+def _check_indices(values: Any, name: str) -> None:
+    """Position indices must be integers (a float such as 1.5 would be truncated silently)."""
+    if isinstance(values, (str, bytes)) or not hasattr(values, '__iter__') or any(
+            isinstance(i, bool) or not isinstance(i, numbers.Integral) for i in values):
+        raise ValueError(f'{name} must be a sequence of integer positions, got {values!r}')
 
 
 class _Attn(nn.Module):
@@ -317,7 +332,7 @@ class ScaleNetViT(nn.Module):
         img_size = tuple(img_size)
         if len(img_size) != 2 or any(s < patch_size for s in img_size):
             raise ValueError(f'img_size must be one int or (H, W), each >= patch_size={patch_size}; got {img_size}')
-        if not isinstance(window_size, int) or window_size < 0:
+        if isinstance(window_size, bool) or not isinstance(window_size, int) or window_size < 0:
             raise ValueError(f'window_size must be an integer >= 0, got {window_size!r}')
         if not 0.0 <= drop_path_rate < 1.0:
             raise ValueError(f'drop_path_rate must be in [0, 1), got {drop_path_rate!r}')
@@ -332,12 +347,14 @@ class ScaleNetViT(nn.Module):
 
         if out_indices is None:
             out_indices = (D - 1,)
+        _check_indices(out_indices, 'out_indices')
         out_indices = tuple(int(i) + D if int(i) < 0 else int(i) for i in out_indices)
         if not out_indices or any(not 0 <= i < D for i in out_indices):
             raise ValueError(f'out_indices must be positions in [0, {D}), got {out_indices}')
         self.out_indices = out_indices
         if global_indices is None:
             global_indices = spread_indices(D, 4) if window_size else tuple(range(D))
+        _check_indices(global_indices, 'global_indices')
         global_indices = tuple(int(i) + D if int(i) < 0 else int(i) for i in global_indices)
         if any(not 0 <= i < D for i in global_indices):
             raise ValueError(f'global_indices must be positions in [0, {D}), got {global_indices}')
@@ -388,15 +405,16 @@ class ScaleNetViT(nn.Module):
             raise ValueError('init_cfg=dict(type="Pretrained") needs a checkpoint path, URL or "timm:NAME"')
         self.load_pretrained(self.init_cfg['checkpoint'], bool(self.init_cfg.get('allow_other_plan', False)))
 
-    def load_pretrained(self, checkpoint: Union[str, Mapping[str, torch.Tensor]],
-                        allow_other_plan: bool = False) -> Dict[str, Any]:
+    def load_pretrained(self, checkpoint: Union[str, Mapping[str, torch.Tensor]], allow_other_plan: bool = False,
+                        **kwargs: Any) -> Dict[str, Any]:
         """Load and expand a timm / DeiT / MAE / mmpretrain / ScaleNet checkpoint; returns the load report.
 
         A ScaleNet checkpoint saved with another depth plan is refused unless ``allow_other_plan`` (then its
         per-position parameters follow their base layers); ``init_cfg=dict(..., allow_other_plan=True)`` sets it.
+        ``kwargs``: ``allow_nonfinite``, ``verify_checksum``, ``name`` of ``load_into_backbone``.
         """
         from ..checkpoint import load_into_backbone
-        return load_into_backbone(self, checkpoint, allow_other_plan)
+        return load_into_backbone(self, checkpoint, allow_other_plan, **kwargs)
 
     def set_fused(self, fused: bool) -> 'ScaleNetViT':
         """Switch between the fused (fast, default) and the plain reference implementation of the adapters."""
@@ -427,6 +445,8 @@ class ScaleNetViT(nn.Module):
         if x.shape[1] != self.patch_embed.proj.in_channels:
             raise ValueError(f'ScaleNetViT expects {self.patch_embed.proj.in_channels} input channels, got '
                              f'{x.shape[1]} (shape {tuple(x.shape)})')
+        if x.shape[2] == 0 or x.shape[3] == 0:
+            raise ValueError(f'ScaleNetViT got images of size 0 (shape {tuple(x.shape)}): H and W must be >= 1')
         ps = self.patch_size
         pad_h, pad_w = (-x.shape[2]) % ps, (-x.shape[3]) % ps
         if pad_h or pad_w:  # any input size: pad bottom/right to whole patches

@@ -92,6 +92,16 @@ class RelKillSwitchHook(Hook):
             os.kill(os.getpid(), signal.SIGKILL)
 
     def before_save_checkpoint(self, runner, checkpoint):
+        if os.environ.get('REL_KILL_IN_POINTER') and checkpoint['meta'].get('epoch') == int(
+                os.environ['REL_KILL_IN_POINTER']):
+            real_replace = os.replace
+
+            def replace_pointer(src, dst):
+                if os.path.basename(str(dst)) == 'last_checkpoint':
+                    os.kill(os.getpid(), signal.SIGKILL)
+                return real_replace(src, dst)
+
+            os.replace = replace_pointer
         if os.environ.get('REL_KILL_IN_SAVE') and checkpoint['meta'].get('epoch') == int(
                 os.environ['REL_KILL_IN_SAVE']):
             real_replace = os.replace
