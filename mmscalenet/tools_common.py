@@ -104,7 +104,9 @@ def check_cfg_options(cfg, options: Mapping[str, Any], path: str = 'the config')
                                 f'{type(node).__name__}, not a dict, so it has no key {part!r}')
             if part in node:
                 node = node[part]
-                if depth == len(parts) - 1 and isinstance(node, Mapping) and \
+                # a component (a dict with a type) replaced by a plain value is a mistake; other dicts may be
+                # replaced, as mmengine's merge does (model.backbone.arch=deit-base for an arch dict)
+                if depth == len(parts) - 1 and isinstance(node, Mapping) and 'type' in node and \
                         not isinstance(options[full_key], Mapping) and options[full_key] is not None:
                     raise ToolError(f'--cfg-options {full_key}={options[full_key]!r}: {full_key} is a dict in '
                                     f'{path}; set its keys one by one ({full_key}.KEY=VALUE)')

@@ -173,3 +173,19 @@ def test_depth_and_adapter_overrides_on_a_coco_config(mmdet_scope):
     kept = load_config(osp.join(ROOT, 'configs/coco/vitdet_mask-rcnn_scalenet-deit-s-24_lsj-100e_coco.py'),
                        {'model.backbone.depth': 18, 'optim_wrapper.paramwise_cfg.num_layers': 18})
     assert kept.optim_wrapper.paramwise_cfg.num_layers == 18
+
+
+def test_dict_action_values_on_the_command_line(mmdet_scope):
+    """mmengine's DictAction syntax: a name for an arch dict, comma lists and tuples reach the config."""
+    import importlib.util
+    from mmscalenet.tools_common import ToolError, load_config
+    spec = importlib.util.spec_from_file_location('mmscalenet_tool_test', f'{ROOT}/tools/test.py')
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    options = tool.parse_args(['c.py', 'c.pth', '--cfg-options', 'model.backbone.arch=deit-tiny',
+                               'model.backbone.global_indices=1,3', 'model.backbone.img_size=(48,64)']).cfg_options
+    cfg = load_config(osp.join(ROOT, 'configs/demo/digits_cls_scalenet.py'), options)
+    assert cfg.model.backbone.arch == 'deit-tiny' and cfg.model.backbone.global_indices == [1, 3]
+    assert cfg.model.backbone.img_size == (48, 64)
+    with pytest.raises(ToolError, match='set its keys one by one'):   # a component replaced by a plain value
+        load_config(osp.join(ROOT, 'configs/demo/digits_cls_scalenet.py'), {'model.backbone': 'ScaleNetViT'})

@@ -24,7 +24,9 @@ def parse_args(argv=None):
     p.add_argument('config', help='test config file path')
     p.add_argument('checkpoint', help='checkpoint file')
     p.add_argument('--work-dir', help='the directory to save the file containing evaluation metrics')
-    p.add_argument('--out', type=str, help='dump predictions to a pickle file (.pkl) for offline evaluation')
+    p.add_argument('--out', type=str, help='dump predictions to a pickle file (.pkl) for offline evaluation: '
+                                           'mmdet\'s format for detectors; for classifiers one dict per image '
+                                           '(pred_score, pred_label, gt_label, img_path)')
     p.add_argument('--show', action='store_true', help='show prediction results')
     p.add_argument('--show-dir', help='directory where painted images will be saved (relative to the work dir)')
     p.add_argument('--wait-time', type=float, default=2, help='the interval of show (s)')
@@ -83,8 +85,13 @@ def main(argv=None):
                             f'backbone-only ScaleNet checkpoint goes into model.backbone.init_cfg for training)') \
                 from None
         if args.out is not None:
-            from mmdet.evaluation import DumpDetResults
-            runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
+            if str(cfg.model.get('type', '')).split('.')[-1] == 'ScaleNetClassifier':
+                # one dict per image: pred_score (all classes), pred_label, gt_label, img_path / sample_idx
+                from mmengine.evaluator import DumpResults
+                runner.test_evaluator.metrics.append(DumpResults(out_file_path=args.out))
+            else:
+                from mmdet.evaluation import DumpDetResults
+                runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
     except errors as err:
         guard.undo()
         print(format_error(err), file=sys.stderr)
