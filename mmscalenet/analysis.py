@@ -64,14 +64,13 @@ def plain_vit_like(backbone: ScaleNetViT) -> ScaleNetViT:
 
 
 def base_vit_like(backbone: ScaleNetViT) -> ScaleNetViT:
-    """The pretrained L-layer ViT that ``backbone`` was grown from (no adapters, same output mode)."""
+    """The pretrained L-layer ViT that ``backbone`` was grown from (no adapters, same output mode; with windows,
+    its global positions are the default 4 spread over L, as the plain ViTDet configs have them)."""
     L = backbone.plan.base_depth
-    spread = sorted({min(L - 1, round(i * (L - 1) / max(1, backbone.plan.depth - 1)))
-                     for i in backbone.global_indices})
     return ScaleNetViT(arch=dict(backbone.arch), depth=L, adapter=None, img_size=backbone.img_size,
                        patch_size=backbone.patch_size, in_channels=backbone.patch_embed.proj.in_channels,
                        out_type=backbone.out_type, out_indices=(L - 1,), window_size=backbone.window_size,
-                       global_indices=spread, use_rel_pos=backbone.use_rel_pos)
+                       global_indices=None, use_rel_pos=backbone.use_rel_pos)
 
 
 def backbone_rows(backbone: nn.Module, shape: Sequence[int], in_channels: Optional[int] = None,
