@@ -59,13 +59,14 @@ def test_mmscalenet_scheme_from_the_installed_package(installed, tmp_path):
             f'assert mmscalenet.__file__.startswith({str(site)!r}), mmscalenet.__file__\n'
             'from mmengine.config import Config\n'
             'cfg = Config.fromfile("user.py")\n'
-            'print(cfg.model.backbone.arch, cfg.model.backbone.depth, cfg.model.backbone.window_size, '
+            'print("RESULT", cfg.model.backbone.arch, cfg.model.backbone.depth, cfg.model.backbone.window_size, '
             'cfg.model.neck.backbone_channel)\n')
-    env = dict(os.environ, PYTHONPATH=str(site))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(site), os.environ.get('PYTHONPATH')])))
     proc = subprocess.run([sys.executable, '-c', code], cwd=tmp_path, capture_output=True, text=True, env=env,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.split() == ['deit-small', '18', '14', '384']
+    result = next(line for line in proc.stdout.splitlines() if line.startswith('RESULT'))
+    assert result.split()[1:] == ['deit-small', '18', '14', '384']
 
 
 def test_scheme_needs_the_package_registered():

@@ -11,6 +11,7 @@ from typing import Any, Dict, List, Mapping, Union
 from mmengine.model import BaseModule
 
 from ..checkpoint import CheckpointError, load_into_backbone, resolve_checkpoint, split_checkpoint
+from .adapters import LoRA, ParallelAdapter
 from .vit import ScaleNetViT
 
 
@@ -43,7 +44,7 @@ class ScaleNetViTModule(ScaleNetViT, BaseModule):
                 self.init_cfg = saved
             for pos in self.positions:
                 for m in pos.modules():
-                    if m is not pos and hasattr(m, 'reset_parameters'):
+                    if isinstance(m, (ParallelAdapter, LoRA)):
                         m.reset_parameters()
                 for gate in (pos.gate_attn, pos.gate_mlp):
                     if gate is not None:
