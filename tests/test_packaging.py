@@ -52,8 +52,14 @@ def test_wheel_ships_configs_tools_and_index(installed):
     assert any(r.split()[1].startswith('torch') and '>=' in r for r in requires), requires
 
 
-def test_mmscalenet_scheme_from_the_installed_package(installed, tmp_path):
+@pytest.mark.parametrize('editable', [False, True])
+def test_mmscalenet_scheme_from_the_installed_package(installed, tmp_path, editable):
+    """From a wheel's files; ``editable``: without the wheel's metadata, as a PEP 660 editable install leaves the
+    package (site-packages holds only a finder and the metadata of the checkout's install)."""
     site, _ = installed
+    if editable:
+        site = tmp_path / 'editable'
+        shutil.copytree(installed[0] / 'mmscalenet', site / 'mmscalenet')
     (tmp_path / 'user.py').write_text(f"_base_ = 'mmscalenet::{COCO_CFG}'\nmodel = dict(backbone=dict(depth=18))\n")
     code = ('import mmscalenet, sys\n'
             f'assert mmscalenet.__file__.startswith({str(site)!r}), mmscalenet.__file__\n'

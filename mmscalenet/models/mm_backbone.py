@@ -6,6 +6,7 @@ initializer in ``init_cfg`` (``TruncNormal``, ``Kaiming``, ``Constant``, ..., a 
 ``Pretrained`` with ``prefix`` (load the keys under that prefix only, e.g. ``'backbone.'`` of a detector).
 """
 import copy
+import inspect
 from typing import Any, Dict, List, Mapping, Union
 
 from mmengine.model import BaseModule
@@ -28,6 +29,9 @@ class ScaleNetViTModule(ScaleNetViT, BaseModule):
         super().__init__(*args, **kwargs)
         self.init_cfg = copy.deepcopy(init_cfg)  # a dict or a list of dicts, as any BaseModule takes
         _as_list(init_cfg)  # malformed entries fail at build time, not when training starts
+
+    # the same arguments as ScaleNetViT, for tools that inspect constructors (--cfg-options key checks)
+    __init__.__signature__ = inspect.signature(ScaleNetViT.__init__)
 
     def init_weights(self) -> None:
         cfgs = _as_list(self.init_cfg)
