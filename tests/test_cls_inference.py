@@ -3,7 +3,6 @@ tools/infer.py on a classification config, and tools/test.py --out in a classifi
 import json
 import os.path as osp
 import pickle
-import subprocess
 import sys
 
 import numpy as np
@@ -80,27 +79,34 @@ def test_inferencer_top_k_names_json_and_drawings(trained, tmp_path):
         inferencer(str(tmp_path / 'missing.png'))
 
 
-def _run(args):
-    return subprocess.run([sys.executable] + args, cwd=ROOT, capture_output=True, text=True, timeout=600)
+def _tool(name):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(f'mmscalenet_tool_{name}', f'{ROOT}/tools/{name}.py')
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, f'{ROOT}/tools')
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(f'{ROOT}/tools')
+    return module.main
 
 
-def test_tools_infer_on_a_classification_config(trained, tmp_path):
+def test_tools_infer_on_a_classification_config(trained, tmp_path, capsys):
     out = tmp_path / 'p.json'
-    proc = _run(['tools/infer.py', CONFIG, str(trained['ckpt']), str(trained['images']), '--topk', '2', '--out',
-                 str(out), '--show-dir', str(tmp_path / 'drawn')])
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert 'b_green.png: seven' in proc.stdout
+    infer = _tool('infer')
+    assert infer([CONFIG, str(trained['ckpt']), str(trained['images']), '--topk', '2', '--out', str(out),
+                  '--show-dir', str(tmp_path / 'drawn')]) == 0
+    assert 'b_green.png: seven' in capsys.readouterr().out
     assert [p['pred_class'] for p in json.loads(out.read_text())] == ['three', 'seven', 'one']
     assert len(list((tmp_path / 'drawn').iterdir())) == 3
-    proc = _run(['tools/infer.py', CONFIG, str(trained['ckpt']), str(trained['images']), '--out', 'x.png'])
-    assert proc.returncode == 1 and '--out must be a .json file' in proc.stderr
+    assert infer([CONFIG, str(trained['ckpt']), str(trained['images']), '--out', 'x.png']) == 1
+    assert '--out must be a .json file' in capsys.readouterr().err
 
 
 def test_tools_test_dumps_classification_predictions(trained, tmp_path):
     out = tmp_path / 'preds.pkl'
-    proc = _run(['tools/test.py', CONFIG, str(trained['ckpt']), '--work-dir', str(tmp_path / 'w'), '--out', str(out),
-                 '--cfg-options', 'test_dataloader.dataset.val_fraction=0.02'])
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _tool('test')([CONFIG, str(trained['ckpt']), '--work-dir', str(tmp_path / 'w'), '--out', str(out),
+                          '--cfg-options', 'test_dataloader.dataset.val_fraction=0.02']) == 0
     with open(out, 'rb') as f:
         records = pickle.load(f)
     from mmscalenet.datasets.digits import digits_images, split_indices

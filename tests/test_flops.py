@@ -55,17 +55,22 @@ def test_attention_products_counted():
     assert one['flops'] == linear + attention + norms
 
 
-def test_get_flops_tool_on_a_tiny_config(tmp_path):
+def _get_flops_main():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('mmscalenet_tool_get_flops', f'{ROOT}/tools/analysis/get_flops.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def test_get_flops_tool_on_a_tiny_config(tmp_path, capsys):
     out = tmp_path / 'flops.json'
     cfg = osp.join(ROOT, 'configs/demo/digits_cls_scalenet.py')
-    proc = subprocess.run(
-        [sys.executable, osp.join(ROOT, 'tools/analysis/get_flops.py'), cfg, '--shape', '32', '--out', str(out),
-         '--cfg-options', 'model.backbone.depth=6', 'model.backbone.adapter.bottleneck=4'],
-        capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
+    assert _get_flops_main()([cfg, '--shape', '32', '--out', str(out), '--cfg-options', 'model.backbone.depth=6',
+                              'model.backbone.adapter.bottleneck=4']) == 0
     rows = json.loads(out.read_text())['rows']
     assert [r['depth'] for r in rows] == [6, 6, 4]
-    assert '| ScaleNetViT 4->6, ParallelAdapter(bottleneck=4) | 6 |' in proc.stdout
+    assert '| ScaleNetViT 4->6, ParallelAdapter(bottleneck=4) | 6 |' in capsys.readouterr().out
     model = ScaleNetViT(dict(embed_dims=64, num_layers=4, num_heads=4, mlp_ratio=2.0), depth=6, img_size=32,
                         patch_size=4, adapter=dict(type='ParallelAdapter', bottleneck=4))
     assert rows[0]['flops'] == count_complexity(model, X)['flops']
@@ -74,10 +79,11 @@ def test_get_flops_tool_on_a_tiny_config(tmp_path):
     assert rows[2]['flops'] < rows[1]['flops']
 
 
-def test_get_flops_tool_help_and_errors(tmp_path):
+def test_get_flops_tool_help_and_errors(tmp_path, capsys):
     tool = osp.join(ROOT, 'tools/analysis/get_flops.py')
     proc = subprocess.run([sys.executable, tool, '--help'], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and '--shape' in proc.stdout and 'FLOP' in proc.stdout
-    proc = subprocess.run([sys.executable, tool, str(tmp_path / 'missing.py')], capture_output=True, text=True,
-                          timeout=60)
-    assert proc.returncode == 1 and proc.stderr.strip().startswith('error: config file not found')
+    assert _get_flops_main()([str(tmp_path / 'missing.py')]) == 1
+    assert capsys.readouterr().err.strip().startswith('error: config file not found')
+    assert _get_flops_main()([osp.join(ROOT, 'configs/demo/digits_cls_scalenet.py'), '--shape', '0']) == 1
+    assert '--shape takes one or two positive sizes' in capsys.readouterr().err
