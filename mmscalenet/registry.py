@@ -8,7 +8,7 @@ from .models.mm_backbone import ScaleNetViTModule
 MODELS.register_module(name='ScaleNetViT', module=ScaleNetViTModule)
 
 # Modules below register themselves with decorators on import.
-from . import datasets, engine, evaluation  # noqa: E402,F401
+from . import datasets, engine, evaluation, visualization  # noqa: E402,F401
 from .models import classifier, simple_fpn  # noqa: E402,F401
 
 install_mmengine_safe_load()

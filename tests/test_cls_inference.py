@@ -106,6 +106,7 @@ def test_tools_infer_on_a_classification_config(trained, tmp_path, capsys):
 def test_tools_test_dumps_classification_predictions(trained, tmp_path):
     out = tmp_path / 'preds.pkl'
     assert _tool('test')([CONFIG, str(trained['ckpt']), '--work-dir', str(tmp_path / 'w'), '--out', str(out),
+                          '--show-dir', str(tmp_path / 'drawn'),
                           '--cfg-options', 'test_dataloader.dataset.val_fraction=0.02']) == 0
     with open(out, 'rb') as f:
         records = pickle.load(f)
@@ -113,3 +114,4 @@ def test_tools_test_dumps_classification_predictions(trained, tmp_path):
     expected = len(split_indices(digits_images(32)[1], 0.02, 0)[1])
     assert len(records) == expected and {'pred_score', 'pred_label', 'gt_label'} <= set(records[0])
     assert records[0]['pred_score'].shape == (10,)
+    assert len(list((tmp_path / 'drawn').iterdir())) == expected        # --show-dir: one drawn image each

@@ -28,7 +28,8 @@ def parse_args(argv=None):
                                            'mmdet\'s format for detectors; for classifiers one dict per image '
                                            '(pred_score, pred_label, gt_label, img_path)')
     p.add_argument('--show', action='store_true', help='show prediction results')
-    p.add_argument('--show-dir', help='directory where painted images will be saved (relative to the work dir)')
+    p.add_argument('--show-dir', help='directory where painted images will be saved (relative to the work dir); '
+                                      'classifiers: each image with its top-5 classes')
     p.add_argument('--wait-time', type=float, default=2, help='the interval of show (s)')
     p.add_argument('--cfg-options', nargs='+', action=_DictAction, default={}, help='override config keys')
     p.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none', help='job launcher')
@@ -50,7 +51,11 @@ def prepare(args):
         raise ToolError(f'{args.config} cannot be tested: it has no {", ".join(missing)}')
     cfg.load_from = None      # loaded strictly below, not by mmengine's lenient load_from
     cfg.resume = False
-    if args.show or args.show_dir:
+    if args.show_dir and str(cfg.model.get('type', '')).split('.')[-1] == 'ScaleNetClassifier':
+        # classifiers: each test image drawn with its top-5 classes (names from the test set's metainfo)
+        cfg.custom_hooks = list(cfg.get('custom_hooks', None) or []) + [
+            dict(type='ScaleNetClsVisualizationHook', out_dir=args.show_dir, topk=5)]
+    elif args.show or args.show_dir:
         if 'visualization' not in cfg.default_hooks:
             raise ToolError(f'{args.config}: --show/--show-dir need a "visualization" default hook (detection '
                             f'configs have one)')

@@ -19,11 +19,11 @@ import os.path as osp
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
-import torch
 from mmengine.infer import BaseInferencer
 from mmengine.registry import init_default_scope
 
 from ..checkpoint import CheckpointError
+from ..visualization import draw_top_classes, top_classes
 
 IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.tif', '.tiff', '.webp')
 
@@ -107,9 +107,6 @@ class ImageClassificationInferencer(BaseInferencer):
         names = dataset.get('classes') or (dataset.get('metainfo') or {}).get('classes')
         return list(names) if names else None
 
-    def class_name(self, label: int) -> str:
-        return self.classes[label] if self.classes and 0 <= label < len(self.classes) else str(label)
-
     # ---- inputs -----------------------------------------------------------------------------------------------
     def _inputs_to_list(self, inputs) -> list:
         items = inputs if isinstance(inputs, (list, tuple)) else [inputs]
@@ -142,37 +139,24 @@ class ImageClassificationInferencer(BaseInferencer):
 
     # ---- results ----------------------------------------------------------------------------------------------
     def _topk_of(self, sample) -> List[Dict[str, Any]]:
-        scores = sample.pred_score.float().cpu()
-        k = min(self._topk, scores.numel())
-        values, labels = torch.topk(scores, k)
-        return [dict(label=int(i), **{'class': self.class_name(int(i))}, score=float(v))
-                for v, i in zip(values.tolist(), labels.tolist())]
+        return top_classes(sample.pred_score, self._topk, self.classes)
 
     def visualize(self, inputs: list, preds: list, show: bool = False, wait_time: float = 0.,
                   img_out_dir: str = '') -> Optional[List[np.ndarray]]:
         """Each image with its top-k classes written on it; saved as ``img_out_dir/<name>.png``."""
         if not show and not img_out_dir:
             return None
-        from mmengine.visualization import Visualizer
         from PIL import Image
-        vis = Visualizer.get_instance('mmscalenet-cls-inferencer')
         if img_out_dir:
             os.makedirs(img_out_dir, exist_ok=True)
         drawn = []
         for i, (item, sample) in enumerate(zip(inputs, preds)):
             img = np.asarray(Image.open(item).convert('RGB')) if isinstance(item, str) else item
-            scale = max(1, int(np.ceil(256 / max(img.shape[:2]))))   # small images: enlarge so the text fits
-            if scale > 1:
-                img = np.kron(img, np.ones((scale, scale, 1), dtype=img.dtype))
-            vis.set_image(img)
-            lines = [f'{t["class"]}: {t["score"]:.3f}' for t in self._topk_of(sample)]
-            size = max(8, min(img.shape[:2]) // 20)
-            vis.draw_texts('\n'.join(lines), np.array([4, 4]), font_sizes=size, colors='white',
-                           bboxes=dict(facecolor='black', alpha=0.6, pad=2, edgecolor='none'))
-            out = vis.get_image()
+            out = draw_top_classes(img, self._topk_of(sample))
             drawn.append(out)
             if show:
-                vis.show(out, wait_time=wait_time)
+                from mmengine.visualization import Visualizer
+                Visualizer.get_instance('mmscalenet-classification').show(out, wait_time=wait_time)
             if img_out_dir:
                 name = osp.splitext(osp.basename(item))[0] if isinstance(item, str) else f'{i:06d}'
                 Image.fromarray(out).save(osp.join(img_out_dir, f'{name}.png'))
