@@ -14,3 +14,8 @@ except ImportError as err:  # torch-only use: benchmarks, export, expansion
     REGISTRATION_ERROR = err
 else:
     from . import registry  # noqa: F401,E402
+
+try:  # timm.create_model('scalenet_deit_small_patch16_224_d24', ...) after `import mmscalenet`
+    from .models import timm_models  # noqa: F401,E402
+except ImportError:  # torch-only use
+    pass

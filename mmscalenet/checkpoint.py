@@ -121,15 +121,63 @@ def resolve_checkpoint(source: Union[str, Mapping[str, Any]]) -> Any:
         raise TypeError(f'checkpoint must be a path, URL, "timm:NAME" or a state dict, got {type(source).__name__}')
     source = os.fspath(source)
     if source.startswith('timm:'):
-        import timm  # real users: timm downloads and caches the weights
-        name = source[len('timm:'):]
-        return timm.create_model(name, pretrained=True).state_dict()
+        return _timm_pretrained_state(source[len('timm:'):])
     if source.startswith(('http://', 'https://')):
         try:
             return torch.hub.load_state_dict_from_url(source, map_location='cpu', weights_only=True)
         except pickle.UnpicklingError as err:
             raise _refusal(source, err) from None
     return safe_load(source)
+
+
+def _reachable(url: str, timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to ``url``'s host opens within ``timeout`` seconds (DNS included)."""
+    import socket
+    import urllib.parse
+    parsed = urllib.parse.urlparse(url)
+    host, port = parsed.hostname, parsed.port or (80 if parsed.scheme == 'http' else 443)
+    if not host:
+        return False
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _timm_pretrained_state(name: str) -> Dict[str, torch.Tensor]:
+    """timm's pretrained weights for ``name``: from timm's cache, or downloaded when the host answers.
+
+    Without a network (``HF_HUB_OFFLINE=1``, or the weights' host unreachable within 3 s) only cached weights are
+    used, and a miss fails at once with one line saying to pass a local file, instead of the hub's minute of
+    retries ending in ``LocalEntryNotFoundError``.
+    """
+    import timm  # real users: timm downloads and caches the weights
+    try:
+        cfg = timm.models.get_pretrained_cfg(name)
+    except (RuntimeError, ValueError):
+        cfg = None
+    if cfg is None:
+        raise CheckpointError(f'"timm:{name}": timm has no pretrained weights of that name (see '
+                              f'timm.list_pretrained())')
+    hub = getattr(cfg, 'hf_hub_id', None)
+    url = (os.environ.get('HF_ENDPOINT', 'https://huggingface.co') if hub else getattr(cfg, 'url', None)) or ''
+    offline = os.environ.get('HF_HUB_OFFLINE', '0').lower() in ('1', 'true', 'yes', 'on') or not _reachable(url)
+    if not offline:
+        return timm.create_model(name, pretrained=True).state_dict()
+    from huggingface_hub import constants
+    saved = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True  # the cache only: no request, no retries
+    try:
+        return timm.create_model(name, pretrained=True).state_dict()
+    except Exception as err:  # noqa: BLE001  (hub / urllib errors of every kind mean: not cached)
+        why = type(err).__name__
+        raise CheckpointError(f'"timm:{name}" is not in the local cache and {url or "its host"} cannot be reached '
+                              f'(offline?; {why}): download the weights where there is a network and pass the '
+                              f'local file instead, e.g. init_cfg=dict(type="Pretrained", '
+                              f'checkpoint="/path/to/{name}.pth")') from None
+    finally:
+        constants.HF_HUB_OFFLINE = saved
 
 
 _MMPRETRAIN_RENAMES = [

@@ -54,7 +54,23 @@ def load_config(path: str, cfg_options: Optional[Mapping[str, Any]] = None):
             cfg.merge_from_dict(dict(cfg_options))
         except (KeyError, TypeError, ValueError, IndexError) as err:
             raise ToolError(f'--cfg-options could not be applied to {path}: {err}') from None
+        follow_depth_override(cfg, cfg_options)
     return cfg
+
+
+def follow_depth_override(cfg, options: Mapping[str, Any]) -> None:
+    """``--cfg-options model.backbone.depth=D``: set the depth once. A config that pins the layer-decay depth
+    (``optim_wrapper.paramwise_cfg.num_layers``) would contradict the new depth, so unless the same command line
+    sets ``num_layers`` too, the pin is dropped and the sharing-aware constructor reads D from the model."""
+    if 'model.backbone.depth' not in options or any(k.endswith('paramwise_cfg.num_layers') for k in options):
+        return
+    optim = cfg.get('optim_wrapper', None) or {}
+    paramwise = optim.get('paramwise_cfg', None) or {}
+    constructor = str(optim.get('constructor', ''))
+    if 'num_layers' in paramwise and constructor.endswith('ScaleNetLayerDecayOptimizerConstructor'):
+        pinned = paramwise.pop('num_layers')
+        print(f'note: model.backbone.depth={options["model.backbone.depth"]} from --cfg-options replaces the '
+              f'config\'s optim_wrapper.paramwise_cfg.num_layers={pinned}: layer decay follows the model\'s depth')
 
 
 def check_cfg_options(cfg, options: Mapping[str, Any], path: str = 'the config') -> None:
@@ -92,7 +108,9 @@ def check_cfg_options(cfg, options: Mapping[str, Any], path: str = 'the config')
                                 f'{type(node).__name__}, not a dict, so it has no key {part!r}')
             if part in node:
                 node = node[part]
-                if depth == len(parts) - 1 and isinstance(node, Mapping) and \
+                # a component (a dict with a type) replaced by a plain value is a mistake; other dicts may be
+                # replaced, as mmengine's merge does (model.backbone.arch=deit-base for an arch dict)
+                if depth == len(parts) - 1 and isinstance(node, Mapping) and 'type' in node and \
                         not isinstance(options[full_key], Mapping) and options[full_key] is not None:
                     raise ToolError(f'--cfg-options {full_key}={options[full_key]!r}: {full_key} is a dict in '
                                     f'{path}; set its keys one by one ({full_key}.KEY=VALUE)')

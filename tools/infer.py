@@ -1,14 +1,18 @@
 #!/usr/bin/env python
-"""Detect objects in an image with a trained detector and save the image with boxes, labels and masks drawn.
+"""Run a trained model on images: detectors draw boxes and masks, classifiers report (and draw) top-k classes.
 
-Uses mmdet's ``init_detector`` / ``inference_detector`` and ``DetLocalVisualizer``; class names come from the
-checkpoint (``meta.dataset_meta``, written by training) or, failing that, from the config's dataset metainfo.
+Detection configs use mmdet's ``init_detector`` / ``inference_detector`` and ``DetLocalVisualizer``; class names come
+from the checkpoint (``meta.dataset_meta``, written by training) or, failing that, from the config's dataset
+metainfo. Classification configs (``ScaleNetClassifier``) use ``mmscalenet.apis.ImageClassificationInferencer``:
+IMAGE may be a file or a folder; the top-k classes are printed, --out writes them as JSON and --show-dir draws them.
 
 Examples:
     python tools/infer.py configs/demo/digits_det_scalenet.py work_dirs/demo/detection/scalenet/iter_250.pth \\
         work_dirs/demo/detection/scenes/val/000000.png --out pred.png
     python tools/infer.py configs/coco/vitdet_mask-rcnn_scalenet-deit-s-24_lsj-100e_coco.py ckpt.pth demo.jpg \\
         --out demo_pred.png --score-thr 0.5 --device cuda:0
+    python tools/infer.py configs/imagenet/scalenet_deit-s-24l_8xb128-100e_in1k.py epoch_100.pth photos/ \\
+        --topk 5 --out preds.json --show-dir photos_drawn/
 """
 import argparse
 import os.path as osp
@@ -27,9 +31,12 @@ def parse_args(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('config', help='detector config file')
     p.add_argument('checkpoint', help='trained detector checkpoint (.pth written by tools/train.py)')
-    p.add_argument('image', help='input image file')
-    p.add_argument('--out', required=True, help='output image file (.png / .jpg)')
+    p.add_argument('image', help='input image file (classification: a file or a folder of images)')
+    p.add_argument('--out', help='detection: output image file (.png / .jpg, required); classification: JSON file '
+                                 'for the top-k predictions (optional)')
     p.add_argument('--score-thr', type=float, default=0.3, help='draw detections with at least this score')
+    p.add_argument('--topk', type=int, default=5, help='classification: number of classes reported per image')
+    p.add_argument('--show-dir', help='classification: folder for the images drawn with their top-k classes')
     p.add_argument('--device', default='cpu', help='device, e.g. cpu or cuda:0')
     p.add_argument('--cfg-options', nargs='+', action=_DictAction, default={},
                    help='override config keys, as for tools/train.py and tools/test.py (the model must be the one '
@@ -37,30 +44,85 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def is_classification_config(path: str) -> bool:
+    """Whether the config's model is a ``ScaleNetClassifier`` (read without importing OpenMMLab's models)."""
+    from mmengine.config import Config
+    import mmscalenet  # noqa: F401  (mmscalenet:: bases)
+    return str(Config.fromfile(path).model.get('type', '')).split('.')[-1] == 'ScaleNetClassifier'
+
+
 def check_args(args):
     """Clear errors for paths and values, before any model is built."""
-    for what, path in (('config', args.config), ('checkpoint', args.checkpoint), ('image', args.image)):
+    for what, path in (('config', args.config), ('checkpoint', args.checkpoint)):
         if not osp.isfile(path):
             return f'{what} file not found: {path}'
+    if args.classification:
+        if not osp.exists(args.image):
+            return f'image file or folder not found: {args.image}'
+        if args.out and not args.out.lower().endswith('.json'):
+            return f'--out must be a .json file for a classification config, got {args.out!r}'
+        if args.topk < 1:
+            return f'--topk must be at least 1, got {args.topk}'
+        return _check_device(args.device)
+    if not osp.isfile(args.image):
+        return f'image file not found: {args.image}'
+    if not args.out:
+        return '--out (the output image file) is required for a detection config'
     if not args.image.lower().endswith(IMAGE_EXTS):
         return f'unsupported image type {args.image!r}: use one of {", ".join(IMAGE_EXTS)}'
     if not args.out.lower().endswith(IMAGE_EXTS):
         return f'--out must be an image file name ({", ".join(IMAGE_EXTS)}), got {args.out!r}'
     if not 0.0 <= args.score_thr <= 1.0:
         return f'--score-thr must be in [0, 1], got {args.score_thr}'
-    if args.device.startswith('cuda'):
+    return _check_device(args.device)
+
+
+def _check_device(device):
+    if device.startswith('cuda'):
         import torch
         if not torch.cuda.is_available():
-            return f'--device {args.device} requested but CUDA is not available (use --device cpu)'
+            return f'--device {device} requested but CUDA is not available (use --device cpu)'
     return None
+
+
+def classify(args):
+    """Top-k classes of every image (a file or a folder), printed; --out JSON, --show-dir drawn images."""
+    from mmscalenet.apis import ImageClassificationInferencer
+    from mmscalenet.checkpoint import CheckpointError
+    try:
+        inferencer = ImageClassificationInferencer(args.config, args.checkpoint, device=args.device)
+        result = inferencer(args.image, topk=args.topk, pred_out_file=args.out or '',
+                            img_out_dir=args.show_dir or '')
+    except (CheckpointError, FileNotFoundError, ValueError, TypeError, KeyError) as err:
+        print(f'error: {str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}',
+              file=sys.stderr)
+        return 1
+    for rec in result['predictions']:
+        top = ', '.join(f'{t["class"]} {t["score"]:.3f}' for t in rec['topk'])
+        print(f'{rec["img_path"]}: {top}')
+    if args.out:
+        print(f'saved {osp.abspath(args.out)}')
+    if args.show_dir:
+        print(f'drew {len(result["predictions"])} image(s) into {osp.abspath(args.show_dir)}')
+    return 0
 
 
 def main(argv=None):
     args = parse_args(argv)
+    if not osp.isfile(args.config):
+        print(f'error: config file not found: {args.config}', file=sys.stderr)
+        return 1
+    try:
+        args.classification = is_classification_config(args.config)
+    except Exception as err:  # noqa: BLE001  (any config error: one line)
+        print(f'error: cannot load the config {args.config}: {err}', file=sys.stderr)
+        return 1
     error = check_args(args)
     if error:
         print(f'error: {error}', file=sys.stderr)
         return 1
+    if args.classification:
+        return classify(args)
     import mmcv
     import mmscalenet  # noqa: F401  (registers the ScaleNet modules)
     from mmdet.apis import init_detector

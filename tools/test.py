@@ -24,9 +24,12 @@ def parse_args(argv=None):
     p.add_argument('config', help='test config file path')
     p.add_argument('checkpoint', help='checkpoint file')
     p.add_argument('--work-dir', help='the directory to save the file containing evaluation metrics')
-    p.add_argument('--out', type=str, help='dump predictions to a pickle file (.pkl) for offline evaluation')
+    p.add_argument('--out', type=str, help='dump predictions to a pickle file (.pkl) for offline evaluation: '
+                                           'mmdet\'s format for detectors; for classifiers one dict per image '
+                                           '(pred_score, pred_label, gt_label, img_path)')
     p.add_argument('--show', action='store_true', help='show prediction results')
-    p.add_argument('--show-dir', help='directory where painted images will be saved (relative to the work dir)')
+    p.add_argument('--show-dir', help='directory where painted images will be saved (relative to the work dir); '
+                                      'classifiers: each image with its top-5 classes')
     p.add_argument('--wait-time', type=float, default=2, help='the interval of show (s)')
     p.add_argument('--cfg-options', nargs='+', action=_DictAction, default={}, help='override config keys')
     p.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none', help='job launcher')
@@ -48,7 +51,11 @@ def prepare(args):
         raise ToolError(f'{args.config} cannot be tested: it has no {", ".join(missing)}')
     cfg.load_from = None      # loaded strictly below, not by mmengine's lenient load_from
     cfg.resume = False
-    if args.show or args.show_dir:
+    if args.show_dir and str(cfg.model.get('type', '')).split('.')[-1] == 'ScaleNetClassifier':
+        # classifiers: each test image drawn with its top-5 classes (names from the test set's metainfo)
+        cfg.custom_hooks = list(cfg.get('custom_hooks', None) or []) + [
+            dict(type='ScaleNetClsVisualizationHook', out_dir=args.show_dir, topk=5)]
+    elif args.show or args.show_dir:
         if 'visualization' not in cfg.default_hooks:
             raise ToolError(f'{args.config}: --show/--show-dir need a "visualization" default hook (detection '
                             f'configs have one)')
@@ -83,8 +90,13 @@ def main(argv=None):
                             f'backbone-only ScaleNet checkpoint goes into model.backbone.init_cfg for training)') \
                 from None
         if args.out is not None:
-            from mmdet.evaluation import DumpDetResults
-            runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
+            if str(cfg.model.get('type', '')).split('.')[-1] == 'ScaleNetClassifier':
+                # one dict per image: pred_score (all classes), pred_label, gt_label, img_path / sample_idx
+                from mmengine.evaluator import DumpResults
+                runner.test_evaluator.metrics.append(DumpResults(out_file_path=args.out))
+            else:
+                from mmdet.evaluation import DumpDetResults
+                runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
     except errors as err:
         guard.undo()
         print(format_error(err), file=sys.stderr)

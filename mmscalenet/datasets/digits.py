@@ -38,28 +38,34 @@ def split_indices(labels: np.ndarray, val_fraction: float, seed: int) -> Tuple[n
 
 @DATASETS.register_module()
 class ScaleNetDigits(ClsDataset):
-    """Handwritten digits as a 10-class image-classification set.
+    """Handwritten digits as a 10-class image-classification set (an mmengine ``BaseDataset``).
 
     Args:
         split: 'train' or 'val' (``val_fraction`` of each class, fixed by ``split_seed``).
         img_size: side of the upscaled RGB images.
         pipeline: transform configs; samples start as ``dict(img=uint8 (H, W, 3) array, gt_label=int)``
             (default: ``[dict(type='PackClsInputs')]``, no augmentation).
+        **kwargs: mmengine ``BaseDataset`` arguments: ``metainfo`` (class names; default '0' .. '9'),
+            ``indices``, ``test_mode``, ``lazy_init``, ... (``data_root`` / ``ann_file`` are unused: the data ships
+            with scikit-learn).
     """
 
     def __init__(self, split: str = 'train', img_size: int = 32, val_fraction: float = 0.2, split_seed: int = 0,
-                 pipeline=None):
+                 pipeline=None, **kwargs):
         if split not in ('train', 'val'):
             raise ValueError(f'ScaleNetDigits split must be "train" or "val", got {split!r}')
         if not 0.0 < val_fraction < 1.0:
             raise ValueError(f'val_fraction must be in (0, 1), got {val_fraction!r}')
-        images, labels = digits_images(img_size)
-        train, val = split_indices(labels, val_fraction, split_seed)
-        idx = train if split == 'train' else val
-        self.split = split
+        self.split, self.img_size, self.val_fraction, self.split_seed = split, img_size, val_fraction, split_seed
         if pipeline is None:
             pipeline = [dict(type='PackClsInputs')]
-        super().__init__([(images[i], int(labels[i])) for i in idx], [str(d) for d in range(10)], pipeline)
+        super().__init__(pipeline=pipeline, **kwargs)
+
+    def load_samples(self):
+        images, labels = digits_images(self.img_size)
+        train, val = split_indices(labels, self.val_fraction, self.split_seed)
+        idx = train if self.split == 'train' else val
+        return [(images[i], int(labels[i])) for i in idx], [str(d) for d in range(10)]
 
     def __repr__(self) -> str:
         return f'{type(self).__name__}(split={self.split!r}, {len(self)} images)'

@@ -6,38 +6,80 @@ the path.
 """
 import os
 import os.path as osp
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-import torch
 from mmdet.registry import DATASETS
+from mmengine.dataset import BaseDataset
 
 from .transforms import build_pipeline
 
 IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.tif', '.tiff', '.webp')
 
 
-class ClsDataset(torch.utils.data.Dataset):
-    """A list of ``(path or image, label)`` samples run through a transform pipeline."""
+class ClsDataset(BaseDataset):
+    """An mmengine ``BaseDataset`` of ``dict(img_path=... | img=array, gt_label=int)`` records.
 
-    def __init__(self, samples: List[Tuple[Any, int]], classes: Sequence[str], pipeline=None):
-        self.samples = samples
-        self.classes = tuple(classes)
-        self.pipeline = build_pipeline(pipeline)
+    Subclasses implement :meth:`load_samples` (-> ``(samples, classes)``); everything mmengine's datasets take works:
+    ``metainfo`` (``classes`` as names or a file of names), ``data_root`` / ``data_prefix`` / ``ann_file``,
+    ``indices``, ``test_mode``, ``lazy_init``, ``serialize_data``, and the dataset wrappers (``RepeatDataset``,
+    ``ConcatDataset``, ``ClassBalancedDataset`` through :meth:`get_cat_ids`).
+    """
+
+    METAINFO: Dict[str, Any] = dict(classes=None)
+
+    def __init__(self, pipeline=None, **kwargs: Any):
+        super().__init__(pipeline=[], **kwargs)
+        self.pipeline = build_pipeline(pipeline)  # from mmdet's registry: no default scope needed
+
+    def load_samples(self) -> Tuple[List[Tuple[Any, int]], Sequence[str]]:
+        raise NotImplementedError
+
+    def load_data_list(self) -> List[Dict[str, Any]]:
+        samples, classes = self.load_samples()
+        given = self._metainfo.get('classes')
+        if given:
+            n = max((label for _, label in samples), default=-1) + 1
+            if n > len(given):
+                raise ValueError(f'{type(self).__name__}: labels go up to {n - 1} but metainfo lists only '
+                                 f'{len(given)} classes')
+        else:
+            self._metainfo['classes'] = tuple(classes)
+        self._metainfo['classes'] = tuple(self._metainfo['classes'])
+        return [{('img_path' if isinstance(item, str) else 'img'): item, 'gt_label': int(label)}
+                for item, label in samples]
 
     @property
-    def metainfo(self) -> Dict[str, Any]:
-        return dict(classes=self.classes)
+    def classes(self) -> Tuple[str, ...]:
+        return tuple(self.metainfo.get('classes') or ())
 
-    def __len__(self) -> int:
-        return len(self.samples)
+    @property
+    def samples(self) -> List[Tuple[Any, int]]:
+        """``(path or image, label)`` per sample (after ``indices``)."""
+        out = []
+        for i in range(len(self)):
+            info = self.get_data_info(i)
+            out.append((info.get('img_path', info.get('img')), info['gt_label']))
+        return out
 
-    def get_data_info(self, idx: int) -> Dict[str, Any]:
-        item, label = self.samples[idx]
-        key = 'img_path' if isinstance(item, str) else 'img'
-        return {key: item, 'gt_label': label, 'sample_idx': idx}
+    def get_cat_ids(self, idx: int) -> List[int]:
+        """The sample's class, for ``ClassBalancedDataset``."""
+        return [int(self.get_data_info(idx)['gt_label'])]
 
-    def __getitem__(self, idx: int) -> Dict[str, Any]:
-        return self.pipeline(self.get_data_info(idx))
+
+def _merge_classes(metainfo: Optional[Mapping[str, Any]], classes: Optional[Union[str, Sequence[str]]]):
+    """``classes=`` (the older argument) folded into ``metainfo``; a string is a file with one name per line."""
+    metainfo = dict(metainfo or {})
+    if classes is not None:
+        metainfo['classes'] = classes
+    value = metainfo.get('classes')
+    if isinstance(value, str):
+        if not osp.isfile(value):
+            raise FileNotFoundError(f'class names file not found: {value} (one class name per line)')
+        with open(value) as f:
+            metainfo['classes'] = tuple(line.strip() for line in f if line.strip())
+    elif value is not None:
+        metainfo['classes'] = tuple(value)
+    return metainfo
 
 
 def _is_image(name: str) -> bool:
@@ -98,37 +140,56 @@ class ScaleNetImageNet(ClsDataset):
     Args:
         data_root: dataset root, e.g. ``data/imagenet``.
         split: sub-folder of ``data_root`` holding ``<class>/*.JPEG`` (folder layout), or the images' prefix
-            (list-file layout).
+            (list-file layout). ``data_prefix=dict(img_path=...)`` (mmengine's name) overrides it.
         ann_file: optional list file (relative to ``data_root`` or absolute) with ``<path> <label>`` lines, paths
             relative to ``data_root/split``; mmpretrain's ``meta/train.txt`` / ``meta/val.txt`` have this form.
-        classes: optional class names in label order (folder layout: sub-folder names; default: the sorted
-            sub-folder names of ``data_root/train``, else of ``data_root/split``).
+        classes / metainfo=dict(classes=...): class names in label order, or a file with one name per line.
+            Default: the sorted sub-folder names of ``data_root/train`` (else of the split folder); with a list file
+            also ``data_root/meta/classes.txt`` when present; only then the label indices.
         pipeline: transform configs (see ``mmscalenet/datasets/transforms.py``); None returns the raw
             ``dict(img_path, gt_label, sample_idx)`` records.
+        **kwargs: mmengine ``BaseDataset`` arguments: ``indices``, ``test_mode``, ``lazy_init``, ...
     """
 
     def __init__(self, data_root: str, split: str = 'train', ann_file: Optional[str] = None,
-                 classes: Optional[Sequence[str]] = None, pipeline=None):
+                 classes: Optional[Union[str, Sequence[str]]] = None, pipeline=None,
+                 metainfo: Optional[Mapping[str, Any]] = None, data_prefix: Optional[Mapping[str, str]] = None,
+                 **kwargs: Any):
+        if data_prefix is None:
+            data_prefix = dict(img_path=split or '')
+        elif 'img_path' not in data_prefix:
+            raise ValueError(f'data_prefix must have an "img_path" entry (the image folder), got {dict(data_prefix)}')
+        self.split, self._raw_root = split, data_root
+        super().__init__(data_root=data_root, ann_file=ann_file or '', data_prefix=dict(data_prefix),
+                         metainfo=_merge_classes(metainfo, classes), pipeline=pipeline, **kwargs)
+
+    def load_samples(self) -> Tuple[List[Tuple[str, int]], Sequence[str]]:
+        data_root = self._raw_root
         if not osp.isdir(data_root):
             raise FileNotFoundError(f'dataset root not found: {data_root} (set data_root in the config, or link the '
                                     f'dataset there)')
-        folder = osp.join(data_root, split) if split else data_root
-        if ann_file:
-            ann_path = ann_file if osp.isabs(ann_file) else osp.join(data_root, ann_file)
-            samples = read_list_file(ann_path, folder)
+        folder = self.data_prefix['img_path'].rstrip('/') or data_root
+        classes = self._metainfo.get('classes')
+        train_dir = osp.join(data_root, 'train')
+        train_classes = sorted(e.name for e in os.scandir(train_dir) if e.is_dir()) if osp.isdir(train_dir) else []
+        if self.ann_file:
+            samples = read_list_file(self.ann_file, folder)
             n = max(label for _, label in samples) + 1
-            if classes is not None and n > len(classes):
-                raise ValueError(f'{ann_path} has labels up to {n - 1} but only {len(classes)} classes are given')
-            classes = list(classes) if classes is not None else [str(i) for i in range(n)]
-        else:
-            train_dir = osp.join(data_root, 'train')
-            if classes is None and split != 'train' and osp.isdir(train_dir):
-                # label indices must match the training split even when a class is absent from this one
-                classes = sorted(e.name for e in os.scandir(train_dir) if e.is_dir()) or None
-            samples, classes = scan_folder(folder, classes)
-        self.data_root, self.split, self.ann_file = data_root, split, ann_file
-        super().__init__(samples, classes, pipeline)
+            if not classes:
+                names_file = osp.join(data_root, 'meta', 'classes.txt')
+                if osp.isfile(names_file):
+                    classes = _merge_classes(None, names_file)['classes']
+                elif len(train_classes) >= n:
+                    classes = train_classes   # the labels of mmpretrain's list files index the sorted folders
+                else:
+                    classes = [str(i) for i in range(n)]
+            return samples, classes
+        if not classes and self.split != 'train' and train_classes:
+            # label indices must match the training split even when a class is absent from this one
+            classes = train_classes
+        return scan_folder(folder, classes or None)
 
     def __repr__(self) -> str:
-        return (f'{type(self).__name__}(data_root={self.data_root!r}, split={self.split!r}, '
-                f'ann_file={self.ann_file!r}, {len(self)} images, {len(self.classes)} classes)')
+        size = f'{len(self)} images, {len(self.classes)} classes' if self._fully_initialized else 'not loaded'
+        return (f'{type(self).__name__}(data_root={self._raw_root!r}, split={self.split!r}, '
+                f'ann_file={self.ann_file!r}, {size})')

@@ -9,6 +9,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
+from mmcv.transforms import BaseTransform
 from mmdet.registry import DATA_SAMPLERS, TRANSFORMS
 from mmengine.dist import get_dist_info
 from mmengine.structures import BaseDataElement
@@ -18,10 +19,10 @@ from timm.data.distributed_sampler import RepeatAugSampler
 
 
 @TRANSFORMS.register_module()
-class LoadImagePIL:
+class LoadImagePIL(BaseTransform):
     """Read ``results['img_path']`` into an RGB PIL image ``results['img']`` (or convert an array already there)."""
 
-    def __call__(self, results: Dict[str, Any]) -> Dict[str, Any]:
+    def transform(self, results: Dict[str, Any]) -> Dict[str, Any]:
         img = results.get('img')
         if img is None:
             path = results['img_path']
@@ -40,7 +41,7 @@ class LoadImagePIL:
 
 
 @TRANSFORMS.register_module()
-class TimmClsTransform:
+class TimmClsTransform(BaseTransform):
     """timm's ``create_transform`` in its prefetcher form: PIL image -> augmented uint8 (3, H, W) tensor.
 
     Training defaults are DeiT's: RandomResizedCrop (bicubic), horizontal flip, RandAugment
@@ -57,13 +58,13 @@ class TimmClsTransform:
             self.kwargs['auto_augment'] = auto_augment
         else:
             self.kwargs['crop_pct'] = crop_pct
-        self.transform = create_transform(use_prefetcher=True, **self.kwargs)
+        self.timm_transform = create_transform(use_prefetcher=True, **self.kwargs)
 
-    def __call__(self, results: Dict[str, Any]) -> Dict[str, Any]:
+    def transform(self, results: Dict[str, Any]) -> Dict[str, Any]:
         img = results['img']
         if isinstance(img, np.ndarray):
             img = Image.fromarray(img).convert('RGB')
-        out = self.transform(img)
+        out = self.timm_transform(img)
         results['img'] = out if isinstance(out, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(out))
         return results
 
@@ -72,12 +73,12 @@ class TimmClsTransform:
 
 
 @TRANSFORMS.register_module()
-class PackClsInputs:
+class PackClsInputs(BaseTransform):
     """``results`` -> ``dict(inputs=(3, H, W) tensor, data_samples=BaseDataElement(gt_label=LongTensor[1]))``."""
 
     meta_keys = ('img_path', 'sample_idx')
 
-    def __call__(self, results: Dict[str, Any]) -> Dict[str, Any]:
+    def transform(self, results: Dict[str, Any]) -> Dict[str, Any]:
         img = results['img']
         if isinstance(img, np.ndarray):
             img = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1) if img.ndim == 3 else img[None]))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 import torch
@@ -36,6 +37,14 @@ def parse_adapter_cfg(cfg: Optional[Mapping[str, Any]]) -> Optional[Dict[str, An
     if kind not in ADAPTER_TYPES:
         raise ValueError(f'unknown adapter type {kind!r}: supported types are {ADAPTER_TYPES} (or adapter=None)')
     out = dict(_DEFAULTS[kind])
+    # Switching the type from the command line (--cfg-options model.backbone.adapter.type=LoRA) keeps the keys the
+    # config set for the other type: those are dropped, with a warning; any other unknown key is an error.
+    foreign = sorted(k for k in set(cfg) - set(out) if any(k in d for d in _DEFAULTS.values()))
+    if foreign:
+        warnings.warn(f'adapter type {kind}: ignoring {foreign}, which belong to another adapter type (set by the '
+                      f'config before its type was changed?)', stacklevel=2)
+        for k in foreign:
+            cfg.pop(k)
     unknown = sorted(set(cfg) - set(out))
     if unknown:
         raise TypeError(f'{kind} got unknown arguments {unknown}; it accepts {sorted(out)}')

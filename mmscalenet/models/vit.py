@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import math
 import numbers
-
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -214,6 +213,8 @@ class Position(nn.Module):
             return y, (adapter.down(h) if adapter is not None else None)
         if adapter is None:
             return F.linear(h, weight, bias), None
+        if torch.jit.is_tracing():  # FLOP counters trace the model: the same products, as ops the tracer sees
+            return F.linear(h, weight, bias), adapter.down(h)
         return adapter.fused_in(h, weight, bias)
 
     def _project_out(self, h: torch.Tensor, linear: nn.Linear, name: str, down: Optional[torch.Tensor],
@@ -221,7 +222,7 @@ class Position(nn.Module):
         """The sub-layer's output projection ``linear(h)`` plus the adapter's ``scale * up(relu(down))``."""
         if adapter is None:
             return self._linear(h, linear, name, None)[0]
-        if not self.fused:
+        if not self.fused or torch.jit.is_tracing():  # traced: the fused in-place addmm_ is invisible to counters
             return self._linear(h, linear, name, None)[0] + adapter.up(torch.relu(down)) * adapter.scale
         return adapter.fused_out(h, self._weight(linear, name), linear.bias, down)
 
@@ -377,6 +378,7 @@ class ScaleNetViT(nn.Module):
             for p, j in enumerate(self.plan.sources))
         self.norm = nn.LayerNorm(C, eps=1e-6) if out_type == 'cls_token' else None
         self.init_cfg = dict(init_cfg) if init_cfg is not None else None
+        self.num_classes, self.global_pool, self.head = 0, 'token', nn.Identity()  # timm API: reset_classifier
         self.reset_parameters()
 
     # ---- initialisation and loading -----------------------------------------------------------------------
@@ -439,7 +441,8 @@ class ScaleNetViT(nn.Module):
             return checkpoint(pos, x, block, use_reentrant=False)
         return pos(x, block)
 
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+    def _encode(self, x: torch.Tensor) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+        """Patch embedding and every position: (last hidden state, the 'featmap' outputs at ``out_indices``)."""
         if x.dim() != 4:
             raise ValueError(f'ScaleNetViT expects images (B, C, H, W), got shape {tuple(x.shape)}')
         if x.shape[1] != self.patch_embed.proj.in_channels:
@@ -454,16 +457,82 @@ class ScaleNetViT(nn.Module):
         x = self.patch_embed.proj(x)
         B, C, H, W = x.shape
         cls_pos, spatial_pos = self._pos_embed_for((H, W))
+        outs: List[torch.Tensor] = []
         if self.out_type == 'cls_token':
             x = x.flatten(2).transpose(1, 2)
             x = torch.cat([self.cls_token.expand(B, -1, -1) + cls_pos, x + spatial_pos], dim=1)
             for p in range(self.plan.depth):
                 x = self._run(p, x)
-            return (self.norm(x)[:, 0],)
+            return x, outs
         x = x.permute(0, 2, 3, 1) + spatial_pos.view(1, H, W, C)
-        outs = []
         for p in range(self.plan.depth):
             x = self._run(p, x)
             if p in self.out_indices:
                 outs.append(x.permute(0, 3, 1, 2).contiguous())
+        return x, outs
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """OpenMMLab backbone output: ``(class token,)`` or the feature maps at ``out_indices``."""
+        x, outs = self._encode(x)
+        if self.out_type == 'cls_token':
+            return (self.norm(x)[:, 0],)
         return tuple(outs)
+
+    # ---- timm's model interface (forward stays OpenMMLab's tuple) -----------------------------------------------
+    @property
+    def num_features(self) -> int:
+        """Width of the features ``forward_head`` pools (timm's name)."""
+        return self.embed_dims
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """timm: the final-normed tokens (B, 1 + h*w, C), or in 'featmap' mode the last map (B, C, h, w)."""
+        x, _ = self._encode(x)
+        return self.norm(x) if self.out_type == 'cls_token' else x.permute(0, 3, 1, 2)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """timm: pool :meth:`forward_features` (class token, or the average with ``global_pool='avg'``) and apply
+        the classifier set by :meth:`reset_classifier` (none by default)."""
+        if x.dim() == 4:
+            x = x.mean(dim=(2, 3))
+        elif self.global_pool == 'avg':
+            x = x[:, 1:].mean(dim=1)
+        else:
+            x = x[:, 0]
+        return x if pre_logits else self.head(x)
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        """timm: a new linear classifier with ``num_classes`` outputs (0: none); ``global_pool`` 'token' | 'avg'."""
+        if global_pool is not None:
+            if global_pool not in ('token', 'avg'):
+                raise ValueError(f'global_pool must be "token" or "avg", got {global_pool!r}')
+            self.global_pool = global_pool
+        self.num_classes = int(num_classes)
+        self.head = nn.Linear(self.embed_dims, self.num_classes) if self.num_classes > 0 else nn.Identity()
+        if self.num_classes > 0:
+            nn.init.trunc_normal_(self.head.weight, std=0.02)
+            nn.init.zeros_(self.head.bias)
+
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """timm: activation checkpointing per position (same as ``with_cp``)."""
+        self.with_cp = bool(enable)
+
+    def no_weight_decay(self) -> set:
+        """timm: parameters its optimizer factory keeps out of weight decay."""
+        return {'pos_embed', 'cls_token'}
+
+    @property
+    def pretrained_cfg(self) -> Dict[str, Any]:
+        """timm: input and normalisation of the model (``timm.data.resolve_data_config`` reads it)."""
+        cfg = getattr(self, '_pretrained_cfg', None)
+        if cfg is not None:
+            return cfg
+        return dict(input_size=(self.patch_embed.proj.in_channels, *self.img_size), interpolation='bicubic',
+                    crop_pct=0.875, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+                    num_classes=self.num_classes, first_conv='patch_embed.proj', classifier='head')
+
+    @pretrained_cfg.setter
+    def pretrained_cfg(self, value: Mapping[str, Any]) -> None:
+        self._pretrained_cfg = dict(value)

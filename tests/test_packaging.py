@@ -1,0 +1,99 @@
+"""OpenMMLab packaging: the wheel carries configs, tools and the model index under mmscalenet/.mim, mmengine resolves
+``mmscalenet::`` bases from the installed package, and the metafiles list every shipped config."""
+import glob
+import os
+import os.path as osp
+import shutil
+import subprocess
+import sys
+import zipfile
+
+import pytest
+import yaml
+
+from conftest import ROOT
+
+COCO_CFG = 'coco/vitdet_mask-rcnn_scalenet-deit-s-24_lsj-100e_coco.py'
+
+
+@pytest.fixture(scope='module')
+def installed(tmp_path_factory):
+    """The project built into a wheel (from a copy of the checkout, which stays untouched) and unpacked."""
+    tmp = tmp_path_factory.mktemp('wheel')
+    src = tmp / 'src'
+    for item in ('mmscalenet', 'configs', 'tools'):
+        shutil.copytree(osp.join(ROOT, item), src / item, symlinks=False,
+                        ignore=shutil.ignore_patterns('__pycache__', '*.pyc', '.mim'))
+    for item in ('setup.py', 'model-index.yml', 'README.md', 'requirements.txt'):
+        shutil.copy2(osp.join(ROOT, item), src / item)
+    proc = subprocess.run([sys.executable, '-m', 'pip', 'wheel', '--no-deps', '--no-build-isolation', '--no-index',
+                           '-q', '-w', str(tmp / 'dist'), str(src)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    wheel, = glob.glob(str(tmp / 'dist' / 'mmscalenet-*.whl'))
+    site = tmp / 'site'
+    with zipfile.ZipFile(wheel) as z:
+        names = set(z.namelist())
+        z.extractall(site)
+    return site, names
+
+
+def test_wheel_ships_configs_tools_and_index(installed):
+    _, names = installed
+    for path in (COCO_CFG, 'coco/_base_/vitdet_mask-rcnn_lsj-100e_coco.py', 'imagenet/metafile.yml',
+                 'coco/metafile.yml', 'demo/digits_cls_scalenet.py', '_base_/models/scalenet_deit_cls.py'):
+        assert f'mmscalenet/.mim/configs/{path}' in names, path
+    for path in ('model-index.yml', 'tools/train.py', 'tools/test.py', 'tools/dist_train.sh', 'tools/dist_test.sh',
+                 'tools/analysis/get_flops.py'):
+        assert f'mmscalenet/.mim/{path}' in names, path
+    meta = next(n for n in names if n.endswith('.dist-info/METADATA'))
+    with zipfile.ZipFile(glob.glob(str(installed[0].parent / 'dist' / '*.whl'))[0]) as z:
+        requires = [line for line in z.read(meta).decode().splitlines() if line.startswith('Requires-Dist')]
+    assert any('mmcv' in r and '<2.2.0' in r and '>=2.0.0' in r for r in requires), requires
+    assert any(r.split()[1].startswith('torch') and '>=' in r for r in requires), requires
+
+
+@pytest.mark.parametrize('editable', [False, True])
+def test_mmscalenet_scheme_from_the_installed_package(installed, tmp_path, editable):
+    """From a wheel's files; ``editable``: without the wheel's metadata, as a PEP 660 editable install leaves the
+    package (site-packages holds only a finder and the metadata of the checkout's install)."""
+    site, _ = installed
+    if editable:
+        site = tmp_path / 'editable'
+        shutil.copytree(installed[0] / 'mmscalenet', site / 'mmscalenet')
+    (tmp_path / 'user.py').write_text(f"_base_ = 'mmscalenet::{COCO_CFG}'\nmodel = dict(backbone=dict(depth=18))\n")
+    code = ('import mmscalenet, sys\n'
+            f'assert mmscalenet.__file__.startswith({str(site)!r}), mmscalenet.__file__\n'
+            'from mmengine.config import Config\n'
+            'cfg = Config.fromfile("user.py")\n'
+            'print("RESULT", cfg.model.backbone.arch, cfg.model.backbone.depth, cfg.model.backbone.window_size, '
+            'cfg.model.neck.backbone_channel)\n')
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(site), os.environ.get('PYTHONPATH')])))
+    proc = subprocess.run([sys.executable, '-c', code], cwd=tmp_path, capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = next(line for line in proc.stdout.splitlines() if line.startswith('RESULT'))
+    assert result.split()[1:] == ['deit-small', '18', '14', '384']
+
+
+def test_scheme_needs_the_package_registered():
+    """mmengine follows PACKAGE:: only for packages in its table: importing mmscalenet adds it."""
+    import mmscalenet  # noqa: F401
+    from mmengine.config.utils import _get_package_and_cfg_path
+    assert _get_package_and_cfg_path(f'mmscalenet::{COCO_CFG}') == ('mmscalenet', COCO_CFG)
+
+
+def test_metafiles_list_every_shipped_config():
+    index = yaml.safe_load(open(osp.join(ROOT, 'model-index.yml')))
+    listed = {}
+    for meta_path in index['Import']:
+        meta = yaml.safe_load(open(osp.join(ROOT, meta_path)))
+        for model in meta['Models']:
+            assert osp.isfile(osp.join(ROOT, model['Config'])), model['Config']
+            listed[model['Config']] = model
+            for result in model.get('Results', []):
+                assert 'paper' in result['Source'].lower() and 'not reproduced' in result['Source'], model['Name']
+    shipped = {osp.relpath(p, ROOT) for folder in ('imagenet', 'coco')
+               for p in glob.glob(osp.join(ROOT, 'configs', folder, '*.py'))}
+    assert shipped == set(listed)
+    assert listed['configs/imagenet/scalenet_deit-s-24l_8xb128-100e_in1k.py']['Results'][0]['Metrics'] == {
+        'Top 1 Accuracy': 81.13}
