@@ -8,6 +8,9 @@ from the classification backbones that ``tools/demo.py --seeds ...`` wrote for t
 
     python tools/demo.py --seeds 0 1 2 --work-dir work_dirs/seeds
     python scripts/compare_layer_decay.py --demo-dir work_dirs/seeds --seeds 0 1 2
+
+With --lr-table it trains nothing and prints the lr each rule gives some tensors of the shipped grown DeiT-S ViTDet
+config, next to the plain 12-layer config's.
 """
 import argparse
 import json
@@ -29,6 +32,44 @@ def one_run(work: str, seed: int, rule: str) -> dict:
     return {m: det['scalenet'][m] for m in METRICS}
 
 
+GROWN = 'configs/coco/vitdet_mask-rcnn_scalenet-deit-s-24_lsj-100e_coco.py'
+PLAIN = 'configs/coco/vitdet_mask-rcnn_deit-s_lsj-100e_coco.py'
+TABLE_KEYS = ('blocks.0.attn.qkv.weight', 'blocks.5.attn.qkv.weight', 'blocks.11.attn.qkv.weight',
+              'positions.0.adapter_attn.down.weight', 'positions.11.adapter_attn.down.weight',
+              'positions.12.adapter_attn.down.weight', 'positions.23.adapter_attn.down.weight')
+
+
+def config_lrs(path: str, **paramwise) -> dict:
+    """``{backbone tensor name: lr}`` under a config's optimizer (the backbone built on the meta device)."""
+    import torch
+    from mmdet.registry import MODELS
+    from mmengine.config import Config
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.registry import DefaultScope
+    DefaultScope.get_instance('compare_layer_decay', scope_name='mmdet')
+    cfg = Config.fromfile(osp.join(ROOT, path))
+    cfg.model.backbone.init_cfg = None
+    with torch.device('meta'):
+        model = torch.nn.Module()
+        model.backbone = MODELS.build(cfg.model.backbone)
+    cfg.optim_wrapper.type = 'OptimWrapper'
+    cfg.optim_wrapper.paramwise_cfg.update(paramwise)
+    groups = build_optim_wrapper(model, cfg.optim_wrapper).optimizer.param_groups
+    return {n[len('backbone.'):]: g['lr'] for g in groups for n in g['param_names']}
+
+
+def lr_table() -> str:
+    plain = config_lrs(PLAIN)
+    lrs = {rule: config_lrs(GROWN, sharing_rule=rule) for rule in RULES}
+    base_lr = 1e-4
+    lines = ['| tensor (lr / base lr) | plain 12-layer | ' + ' | '.join(f"grown, '{r}'" for r in RULES) + ' |',
+             '| --- | ---: |' + ' ---: |' * len(RULES)]
+    for key in TABLE_KEYS:
+        cell = f'{plain[key] / base_lr:.3g}' if key in plain else '-'
+        lines.append(f'| `{key}` | {cell} | ' + ' | '.join(f'{lrs[r][key] / base_lr:.3g}' for r in RULES) + ' |')
+    return '\n'.join(lines)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], epilog=__doc__.split('\n\n', 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -36,7 +77,12 @@ def main(argv=None):
     p.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
     p.add_argument('--rules', nargs='+', choices=RULES, default=list(RULES))
     p.add_argument('--out', default='work_dirs/layer_decay', help='output folder')
+    p.add_argument('--lr-table', action='store_true', help='print the lr of each rule on the shipped config; no runs')
     args = p.parse_args(argv)
+    import mmscalenet  # noqa: F401  (registers the modules)
+    if args.lr_table:
+        print(lr_table())
+        return
     from mmscalenet.demo import SCALENET_BACKBONE
     from mmscalenet.demo.jobs import run_jobs
     jobs = []
