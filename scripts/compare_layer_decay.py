@@ -3,7 +3,8 @@
 
 For each seed, the ScaleNet detector of the demo is trained with every ``sharing_rule`` of
 ``ScaleNetLayerDecayOptimizerConstructor`` (everything else as ``configs/demo/digits_det_scalenet.py``), starting
-from the classification backbones that ``tools/demo.py --seeds ...`` wrote for that seed. Writes
+from the classification backbones that ``tools/demo.py --seeds ...`` wrote for that seed (the default rule's
+figures are the demo's own ScaleNet row of that seed: the same run). Writes
 ``<out>/layer_decay.json`` and ``<out>/layer_decay.md`` and prints the table.
 
     python tools/demo.py --seeds 0 1 2 --work-dir work_dirs/seeds
@@ -85,20 +86,26 @@ def main(argv=None):
         return
     from mmscalenet.demo import SCALENET_BACKBONE
     from mmscalenet.demo.jobs import run_jobs
-    jobs = []
+    jobs, reused = [], {}
     for seed in args.seeds:
         source = osp.abspath(osp.join(args.demo_dir, f'seed_{seed}', 'classification'))
         if not osp.isfile(osp.join(source, osp.basename(SCALENET_BACKBONE))):
             raise SystemExit(f'{source} has no ScaleNet backbone: run tools/demo.py --seeds ... --work-dir '
                              f'{args.demo_dir} first')
+        with open(osp.join(args.demo_dir, f'seed_{seed}', 'summary.json')) as f:
+            demo_det = json.load(f).get('detection', {})
         for rule in args.rules:
+            if rule == 'base' and 'scalenet' in demo_det and not demo_det.get('cfg_options'):
+                # the demo's own ScaleNet row is this run (the default rule, same seed and backbones)
+                reused[f'{rule}/{seed}'] = {m: demo_det['scalenet'][m] for m in METRICS}
+                continue
             work = osp.join(args.out, f'{rule}_seed{seed}')
             os.makedirs(work, exist_ok=True)
             link = osp.join(work, 'classification')
             if not osp.exists(link):
                 os.symlink(source, link)
             jobs.append((f'{rule}/{seed}', one_run, (work, seed, rule)))
-    done = run_jobs(jobs)       # two at a time on 2 cores (MMSCALENET_JOBS), each single-threaded
+    done = dict(run_jobs(jobs), **reused)   # two at a time on 2 cores (MMSCALENET_JOBS), each single-threaded
     results = {rule: {seed: done[f'{rule}/{seed}'] for seed in args.seeds} for rule in args.rules}
     lines = ['| sharing_rule | ' + ' | '.join(f'{m} (seeds {", ".join(map(str, args.seeds))})' for m in METRICS)
              + ' | mean ' + ' | mean '.join(METRICS) + ' |',
