@@ -2,9 +2,11 @@
 from mmdet.registry import MODELS
 
 from .checkpoint import install_mmengine_safe_load
+from .models.swin import ScaleNetSwin
 from .models.vit import ScaleNetViT
 
 MODELS.register_module(module=ScaleNetViT)
+MODELS.register_module(module=ScaleNetSwin)
 
 # Modules below register themselves with decorators on import.
 from . import datasets, engine, evaluation  # noqa: E402,F401
