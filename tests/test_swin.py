@@ -9,7 +9,7 @@ import torch
 
 from conftest import ROOT
 from mmscalenet.expansion import count_parameters
-from mmscalenet.models.swin import ScaleNetSwin, shifted_window_mask
+from mmscalenet.models.swin import ScaleNetSwin, relative_position_index, shifted_window_mask
 from mmscalenet.swin_checkpoint import (detect_layout, swin_timm_state_dict, timm_swin_kwargs, timm_to_unfold_order,
                                         unfold_to_timm_order, untied_copy)
 
@@ -70,6 +70,16 @@ def test_featmap_outputs_match_timm_stages_and_any_size():
         odd = model(torch.randn(1, 3, 77, 130))    # padded to patches, odd maps padded by patch merging
     assert [tuple(o.shape[2:]) for o in odd] == [(20, 33), (10, 17), (5, 9), (3, 5)]
     assert all(torch.isfinite(o).all() for o in odd)
+
+
+def test_window_index_and_mask_are_timms():
+    assert torch.equal(relative_position_index((4, 4), (4, 4)), timm_swin.get_relative_position_index(4, 4))
+    # a window clipped to a smaller map reads the central rows of the larger table: offsets keep their meaning
+    small, big = relative_position_index((2, 2), (4, 4)), timm_swin.get_relative_position_index(4, 4)
+    assert torch.equal(small, big[[0, 1, 4, 5]][:, [0, 1, 4, 5]])
+    for hw in ((8, 8), (12, 8)):
+        block = timm_swin.SwinTransformerBlock(8, hw, num_heads=1, window_size=4, shift_size=2)
+        assert torch.equal(shifted_window_mask(hw, (4, 4), (2, 2)), block.attn_mask)
 
 
 def test_shift_mask_separates_wrapped_regions():
@@ -243,8 +253,9 @@ def microsoft_layout(timm_state, num_stages=4):
         k = re.sub(r'^layers\.(\d+)\.downsample\.', lambda m: f'layers.{int(m.group(1)) - 1}.downsample.', k)
         out[k] = v
         m = re.match(r'^(layers\.\d+\.blocks\.\d+\.attn\.)relative_position_bias_table$', k)
-        if m:
-            out[m.group(1) + 'relative_position_index'] = torch.zeros(16, 16, dtype=torch.long)
+        if m:   # the file's index buffer, as Microsoft's model saves it (mmdet loads it into its own buffer)
+            w = (int(round(v.shape[0] ** 0.5)) + 1) // 2
+            out[m.group(1) + 'relative_position_index'] = relative_position_index((w, w), (w, w))
     out['layers.0.blocks.1.attn_mask'] = torch.zeros(16, 16, 16)
     out['head.weight'], out['head.bias'] = torch.zeros(10, 256), torch.zeros(10)
     return {'model': out}
