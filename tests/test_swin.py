@@ -265,13 +265,15 @@ def openmmlab_state(tmp_path, timm_state, img=IMG):
     """mmdet's own SwinTransformer, loaded from the Microsoft file by mmdet's converter: its real key layout."""
     pytest.importorskip('mmdet')
     from mmdet.models.backbones.swin import SwinTransformer
+    from mmengine.config import ConfigDict
     path = str(tmp_path / 'microsoft.pth')
     torch.save(microsoft_layout(timm_state), path)
     model = SwinTransformer(pretrain_img_size=img, embed_dims=32, depths=TINY['depths'], num_heads=TINY['num_heads'],
                             window_size=4, drop_path_rate=0.0, convert_weights=True,
-                            init_cfg=dict(type='Pretrained', checkpoint=path))
+                            init_cfg=ConfigDict(type='Pretrained', checkpoint=path))
     model.init_weights()
-    return model.eval()
+    model.eval()   # mmdet's SwinTransformer.train() returns None
+    return model
 
 
 def test_patch_merging_channel_orders_are_inverse():
@@ -283,31 +285,37 @@ def test_patch_merging_channel_orders_are_inverse():
 
 
 def test_three_layouts_load_to_identical_outputs(tmp_path, mmdet_scope):
-    ref = tiny_timm_swin()
+    # 128 px: stage maps 32 / 16 / 8 / 4, no window clipped, so every layout has the same table sizes
+    img = 128
+    ref = tiny_timm_swin(img)
     timm_state = ref.state_dict()
-    mm = openmmlab_state(tmp_path, timm_state)
+    mm = openmmlab_state(tmp_path, timm_state, img)
     mm_state = {f'backbone.{k}': v for k, v in mm.state_dict().items()}   # as in a detector checkpoint
     assert any('.attn.w_msa.' in k for k in mm_state) and any('ffn.layers.0.0' in k for k in mm_state)
+    assert 'backbone.stages.0.downsample.reduction.weight' in mm_state
     sources = {'timm': timm_state, 'microsoft': microsoft_layout(timm_state), 'openmmlab': {'state_dict': mm_state}}
-    x = torch.randn(2, 3, IMG, IMG)
+    x = torch.randn(2, 3, img, img)
     outs = {}
     for name, src in sources.items():
-        model = ScaleNetSwin(TINY, depths=(2, 2, 4, 2), adapter=None, img_size=IMG, out_indices=(0, 1, 2, 3))
+        model = ScaleNetSwin(TINY, depths=(2, 2, 4, 2), adapter=None, img_size=img, out_indices=(0, 1, 2, 3))
         report = model.load_pretrained(src)
         assert report['layout'] == name
-        assert all(k.startswith('norm') for k in report['new']), report['new']   # only out norms can be new
+        # only output norms can be new: norm0-2 everywhere, norm3 too for mmdet (its converter drops timm's norm)
+        assert all(re.fullmatch(r'norm\d\.(weight|bias)', k) for k in report['new']), report['new']
         with torch.no_grad():
             outs[name] = model.eval()(x)
     for name in ('microsoft', 'openmmlab'):
         for s in range(3):   # norm0-2 are fresh LayerNorms (ones / zeros) in every case
             assert (outs[name][s] - outs['timm'][s]).abs().max() < 1e-5, (name, s)
+    assert (outs['microsoft'][3] - outs['timm'][3]).abs().max() < 1e-5
     # mmdet's own forward on the same weights, where its windows equal timm's (maps larger than the window: stages
-    # 0-1): shows the unfold channel order was converted right (stage 1 starts with a patch merging)
-    model = ScaleNetSwin(TINY, adapter=None, img_size=IMG, out_indices=(0, 1, 2, 3))
+    # 0-2; at 4 x 4 mmdet still shifts, timm does not): shows that the unfold channel order of its patch merging was
+    # converted right (stages 1 and 2 start with one)
+    model = ScaleNetSwin(TINY, adapter=None, img_size=img, out_indices=(0, 1, 2, 3))
     model.load_pretrained({'state_dict': mm_state})
     with torch.no_grad():
         mine, theirs = model.eval()(x), mm(x)
-    for s in (0, 1):
+    for s in (0, 1, 2):
         assert (mine[s] - theirs[s]).abs().max() < 1e-5, s
 
 
@@ -342,23 +350,55 @@ def test_own_checkpoint_round_trip_and_with_cp():
 
 
 # ---- configs and detection ---------------------------------------------------------------------------------------
+def _tiny_backbone(bb):
+    """Shrink a config's Swin backbone (ScaleNetSwin or mmdet's SwinTransformer) to a CPU-sized one in place."""
+    bb.init_cfg = None
+    if bb.type == 'ScaleNetSwin':
+        bb.arch, bb.img_size = dict(TINY), IMG
+        bb.depths = (2, 2, 4, 2) if bb.get('depths') else None
+    else:
+        bb.embed_dims, bb.depths, bb.num_heads, bb.window_size = 32, (2, 2, 2, 2), TINY['num_heads'], 4
+
+
 def test_swin_configs_build(mmdet_scope):
     from mmdet.registry import MODELS
     from mmengine.config import Config
     names = {osp.basename(p) for p in SWIN_CONFIGS}
-    assert len(names) >= 5, names
+    assert {'scalenet_swin-t-s-depth_8xb128-100e_in1k.py', 'swin-s_8xb128-300e_in1k.py',
+            'mask-rcnn_scalenet-swin-t-s-depth_fpn_1x_coco.py', 'mask-rcnn_scalenet-swin-t-s-depth_fpn_ms-crop-3x_coco.py',
+            'mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py', 'mask-rcnn_swin-t-p4-w7_fpn_ms-crop-3x_coco.py',
+            'mask-rcnn_swin-s-p4-w7_fpn_amp-ms-crop-3x_coco.py'} <= names
     for path in SWIN_CONFIGS:
+        name = osp.basename(path)
         cfg = Config.fromfile(path)
-        assert cfg.default_scope == 'mmdet'
+        assert cfg.default_scope == 'mmdet' and 'mmscalenet' in cfg.custom_imports.imports
         bb = cfg.model.backbone
-        if bb.type != 'ScaleNetSwin':
-            continue
-        assert bb.arch == 'swin-tiny' and tuple(bb.depths) == (2, 2, 18, 2)
-        bb.arch, bb.depths, bb.init_cfg, bb.img_size = dict(TINY), (2, 2, 4, 2), None, IMG
+        if 'scalenet' in name:   # the grown model: Swin-T -> Swin-S depths
+            assert bb.type == 'ScaleNetSwin' and bb.arch == 'swin-tiny' and tuple(bb.depths) == (2, 2, 18, 2)
+            assert bb.adapter.type == 'ParallelAdapter'
+        elif name.startswith('swin-s_'):   # ImageNet baseline: Swin-S from scratch
+            assert bb.type == 'ScaleNetSwin' and bb.arch == 'swin-small' and bb.adapter is None
+            assert cfg.model.init_cfg is None and cfg.train_cfg.max_epochs == 300
+        else:   # mmdet's own baselines
+            assert bb.type == 'SwinTransformer'
+        if name.endswith('in1k.py'):   # Swin's recipe
+            ow = cfg.optim_wrapper
+            assert ow.optimizer.type == 'AdamW' and abs(ow.optimizer.lr - 1e-3) < 1e-12
+            assert ow.optimizer.weight_decay == 0.05 and bb.drop_path_rate == 0.3
+            assert cfg.train_cfg.max_epochs == (300 if name.startswith('swin-s_') else 100)
+            assert cfg.train_dataloader.batch_size * 8 == 1024
+        else:
+            assert tuple(cfg.model.neck.in_channels) == (96, 192, 384, 768)
+            assert cfg.train_cfg.max_epochs == (12 if '_1x_' in name else 36)
+        _tiny_backbone(bb)
         if 'neck' in cfg.model:
             cfg.model.neck.in_channels = [32, 64, 128, 256]
         model = MODELS.build(cfg.model)
-        assert isinstance(model.backbone, ScaleNetSwin)
+        if bb.type == 'ScaleNetSwin':
+            assert isinstance(model.backbone, ScaleNetSwin)
+            if name.endswith('in1k.py'):   # the classifier runs on the tiny backbone
+                with torch.no_grad():
+                    assert model(torch.randn(2, 3, IMG, IMG)).shape == (2, 1000)
 
 
 def test_mask_rcnn_with_scalenet_swin_trains_one_step(mmdet_scope):
@@ -368,8 +408,7 @@ def test_mask_rcnn_with_scalenet_swin_trains_one_step(mmdet_scope):
     from mmengine.optim import build_optim_wrapper
     path = osp.join(ROOT, 'configs', 'swin', 'mask-rcnn_scalenet-swin-t-s-depth_fpn_1x_coco.py')
     cfg = Config.fromfile(path)
-    bb = cfg.model.backbone
-    bb.arch, bb.depths, bb.init_cfg, bb.img_size = dict(TINY), (2, 2, 4, 2), None, IMG
+    _tiny_backbone(cfg.model.backbone)
     ch = 32
     cfg.model.neck.in_channels, cfg.model.neck.out_channels = [32, 64, 128, 256], ch
     rpn, roi = cfg.model.rpn_head, cfg.model.roi_head
