@@ -438,3 +438,44 @@ def test_mask_rcnn_with_scalenet_swin_trains_one_step(mmdet_scope):
     with torch.no_grad():
         results = detector(**detector.data_preprocessor(packed, False), mode='predict')
     assert len(results) == 2 and results[0].pred_instances.bboxes.shape[1] == 4
+
+
+# ---- tools/train.py and tools/test.py on tiny COCO-format scenes ------------------------------------------------------
+def test_tools_train_and_test_a_swin_mask_rcnn_on_tiny_coco(tmp_path):
+    """Two training iterations with tools/train.py, then tools/test.py with COCO metrics (digit scenes, CPU)."""
+    import os
+    import subprocess
+    import sys
+    pytest.importorskip('mmdet')
+    from mmscalenet.demo import digit_scenes
+    scenes = digit_scenes.generate(str(tmp_path / 'scenes'), num_train=8, num_val=4, seed=1)
+    root = scenes['root'] + '/'
+    config = tmp_path / 'swin_det.py'
+    base = osp.join(ROOT, 'configs', 'demo', 'digits_det_base.py')
+    config.write_text('\n'.join([
+        f'_base_ = {base!r}',
+        f'data_root = {root!r}',
+        'model = dict(',
+        f'    backbone=dict(_delete_=True, type="ScaleNetSwin", arch={dict(TINY)!r}, depths=(2, 2, 4, 2),',
+        '                  adapter=dict(type="ParallelAdapter", bottleneck=4), img_size=64, out_indices=(0, 1, 2)),',
+        '    neck=dict(_delete_=True, type="FPN", in_channels=[32, 64, 128], out_channels=64, num_outs=3))',
+        'optim_wrapper = dict(_delete_=True, type="OptimWrapper", optimizer=dict(type="AdamW", lr=1e-4))',
+        'train_dataloader = dict(batch_size=2, dataset=dict(data_root=data_root))',
+        'val_dataloader = dict(batch_size=2, dataset=dict(data_root=data_root))',
+        'test_dataloader = val_dataloader',
+        "val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')",
+        'test_evaluator = val_evaluator',
+        'train_cfg = dict(max_iters=2, val_interval=2)',
+        'default_hooks = dict(checkpoint=dict(interval=2), logger=dict(interval=1))', '']))
+    env = dict(os.environ, PYTHONPATH=ROOT, MMSCALENET_THREADS='1', OMP_NUM_THREADS='1')
+
+    def run(*args):
+        proc = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        return proc.stdout + proc.stderr
+
+    work = tmp_path / 'work'
+    log = run('tools/train.py', str(config), '--work-dir', str(work))
+    assert 'Iter(train) [2/2]' in log and 'coco/bbox_mAP' in log
+    out = run('tools/test.py', str(config), str(work / 'iter_2.pth'), '--work-dir', str(work / 'test'))
+    assert "'coco/bbox_mAP'" in out and "'coco/segm_mAP'" in out
