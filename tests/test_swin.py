@@ -479,3 +479,16 @@ def test_tools_train_and_test_a_swin_mask_rcnn_on_tiny_coco(tmp_path):
     assert 'Iter(train) [2/2]' in log and 'coco/bbox_mAP' in log
     out = run('tools/test.py', str(config), str(work / 'iter_2.pth'), '--work-dir', str(work / 'test'))
     assert "'coco/bbox_mAP'" in out and "'coco/segm_mAP'" in out
+
+
+def test_classifier_with_swin_reproduces_timm_logits(mmdet_scope):
+    """ScaleNetClassifier on a pooled ScaleNetSwin loads timm's backbone and its head.fc: same logits at D = L."""
+    from mmscalenet.models.classifier import ScaleNetClassifier
+    ref = tiny_timm_swin(num_classes=10)
+    clf = ScaleNetClassifier(dict(type='ScaleNetSwin', arch=dict(TINY), adapter=None, img_size=IMG,
+                                  out_type='pooled'), num_classes=10, init_cfg=dict(type='Pretrained',
+                                                                                    checkpoint=ref.state_dict()))
+    clf.init_weights()
+    x = torch.randn(2, 3, IMG, IMG)
+    with torch.no_grad():
+        assert (clf.eval()(x) - ref(x)).abs().max() < 1e-5
