@@ -492,3 +492,22 @@ def test_classifier_with_swin_reproduces_timm_logits(mmdet_scope):
     x = torch.randn(2, 3, IMG, IMG)
     with torch.no_grad():
         assert (clf.eval()(x) - ref(x)).abs().max() < 1e-5
+
+
+# ---- tools/benchmark.py --backbone swin ---------------------------------------------------------------------------
+def test_benchmark_swin_rows_and_fields():
+    """In-process (imports once): Swin-T grown to Swin-S depths against timm's Swin-S, at 64 px, one step."""
+    import sys
+    sys.path.insert(0, osp.join(ROOT, 'tools'))
+    import benchmark
+    doc = benchmark.main(['--device', 'cpu', '--backbone', 'swin', '--img-size', '64', '--batch-size', '1',
+                          '--warmup', '0', '--steps', '1', '--repeats', '2', '--modes', 'train', '--no-base',
+                          '--stat', 'best', '--json'])
+    names = [r['model'] for r in doc['results']]
+    assert names == ['scalenet swin-tiny (2, 2, 6, 2)->(2, 2, 18, 2) (parallel)', 'timm Swin depths (2, 2, 18, 2)']
+    sn, same = doc['results']
+    assert doc['settings']['depths'] == [2, 2, 18, 2] and doc['settings']['stat'] == 'best'
+    assert sn['train_img_per_s'] == max(sn['train_repeats']) and sn['train_peak_mib'] > 0
+    assert 0.5 < doc['ratios']['params_vs_timm_same_depth'] < 0.62
+    with pytest.raises(SystemExit):
+        benchmark.parse_args(['--backbone', 'swin', '--depths', '2,x'])
