@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, List, Mapping, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -201,7 +201,8 @@ def load_into_swin(model, checkpoint: Union[str, Mapping[str, Any]]) -> Dict[str
     depths = tuple(p.depth for p in model.plans)
     log(f'ScaleNetSwin: loaded {len(usable)} tensors ({report["layout"]} layout) from {name} into a {base} -> '
         f'{depths} model; {len(report["expanded"])} copied to per-position tensors, {len(missing)} newly '
-        f'initialised, {len(ignored)} ignored{"; resized " + ", ".join(report["resized"]) if report["resized"] else ""}')
+        f'initialised, {len(ignored)} ignored'
+        f'{"; resized " + ", ".join(report["resized"]) if report["resized"] else ""}')
     return dict(layout=report['layout'], loaded=sorted(usable), expanded=report['expanded'],
                 resized=report['resized'], new=sorted(missing), ignored=ignored)
 
@@ -248,7 +249,8 @@ def swin_timm_state_dict(model) -> Dict[str, torch.Tensor]:
     cfg = model.adapter_cfg
     if cfg is not None and cfg['type'] == 'ParallelAdapter':
         raise NotMergeableError('cannot export a ScaleNetSwin with ParallelAdapter adapters as a plain timm Swin '
-                                '(the ReLU between the adapter\'s projections does not merge): use LoRA or adapter=None')
+                                '(the ReLU between the adapter\'s projections does not merge): use LoRA or '
+                                'adapter=None')
     out: Dict[str, torch.Tensor] = {}
     for key, value in model.state_dict().items():
         if key.startswith('layers.') and ('.blocks.' in key or '.positions.' in key):

@@ -365,7 +365,8 @@ def test_swin_configs_build(mmdet_scope):
     from mmengine.config import Config
     names = {osp.basename(p) for p in SWIN_CONFIGS}
     assert {'scalenet_swin-t-s-depth_8xb128-100e_in1k.py', 'swin-s_8xb128-300e_in1k.py',
-            'mask-rcnn_scalenet-swin-t-s-depth_fpn_1x_coco.py', 'mask-rcnn_scalenet-swin-t-s-depth_fpn_ms-crop-3x_coco.py',
+            'mask-rcnn_scalenet-swin-t-s-depth_fpn_1x_coco.py',
+            'mask-rcnn_scalenet-swin-t-s-depth_fpn_ms-crop-3x_coco.py',
             'mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py', 'mask-rcnn_swin-t-p4-w7_fpn_ms-crop-3x_coco.py',
             'mask-rcnn_swin-s-p4-w7_fpn_amp-ms-crop-3x_coco.py'} <= names
     for path in SWIN_CONFIGS:
@@ -440,7 +441,7 @@ def test_mask_rcnn_with_scalenet_swin_trains_one_step(mmdet_scope):
     assert len(results) == 2 and results[0].pred_instances.bboxes.shape[1] == 4
 
 
-# ---- tools/train.py and tools/test.py on tiny COCO-format scenes ------------------------------------------------------
+# ---- tools/train.py and tools/test.py on tiny COCO-format scenes --------------------------------------------------
 def test_tools_train_and_test_a_swin_mask_rcnn_on_tiny_coco(tmp_path):
     """Two training iterations with tools/train.py, then tools/test.py with COCO metrics (digit scenes, CPU)."""
     import os

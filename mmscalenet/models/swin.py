@@ -203,7 +203,8 @@ class SwinPosition(Position):
             o = torch.roll(o, shifts=(sh, sw), dims=(1, 2))
         return o
 
-    def forward(self, x: torch.Tensor, block: SwinSharedBlock, geo: WindowGeometry) -> torch.Tensor:  # type: ignore[override]
+    def forward(self, x: torch.Tensor, block: SwinSharedBlock,  # type: ignore[override]
+                geo: WindowGeometry) -> torch.Tensor:
         """``x``: (B, H, W, C) feature map of the stage."""
         norm1 = self.norm1 if self.norm1 is not None else block.norm1
         norm2 = self.norm2 if self.norm2 is not None else block.norm2
