@@ -208,6 +208,10 @@ def count_parameters(model: torch.nn.Module, base_depth: Optional[int] = None,
     if plan is not None:
         for j in plan.sources:
             usage[j] = usage.get(j, 0) + 1
+    stage_usage: Dict[Tuple[int, int], int] = {}   # ScaleNetSwin: one plan per stage, blocks under layers.{s}
+    for s, stage_plan in enumerate(getattr(model, 'plans', None) or ()):
+        for j in stage_plan.sources:
+            stage_usage[(s, j)] = stage_usage.get((s, j), 0) + 1
     untied = 0
     for name, param in model.named_parameters(remove_duplicate=False):
         if id(param) in seen:
@@ -215,10 +219,12 @@ def count_parameters(model: torch.nn.Module, base_depth: Optional[int] = None,
         seen.add(id(param))
         n = param.numel()
         counts['unique'] += n
-        m = re.search(r'(?:^|\.)blocks\.(\d+)\.', name)
+        m = re.search(r'(?:^|\.)(?:layers\.(\d+)\.)?blocks\.(\d+)\.', name)
         if m:
             counts['shared'] += n
-            untied += n * usage.get(int(m.group(1)), 1)
+            j = int(m.group(2))
+            uses = stage_usage.get((int(m.group(1)), j), 1) if m.group(1) is not None else usage.get(j, 1)
+            untied += n * uses
         elif re.search(r'(?:^|\.)positions\.\d+\.', name):
             counts['per_position'] += n
             untied += n

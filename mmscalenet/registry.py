@@ -3,9 +3,11 @@ from mmdet.registry import MODELS
 
 from .checkpoint import install_mmengine_safe_load
 from .models.mm_backbone import ScaleNetViTModule
+from .models.swin import ScaleNetSwin
 
 # the pure-torch ScaleNetViT with mmengine's init_cfg semantics, under the backbone's own name
 MODELS.register_module(name='ScaleNetViT', module=ScaleNetViTModule)
+MODELS.register_module(module=ScaleNetSwin)
 
 # Modules below register themselves with decorators on import.
 from . import datasets, engine, evaluation, visualization  # noqa: E402,F401

@@ -2,7 +2,9 @@
 """Throughput and memory of a ScaleNet model against timm's ViT, side by side in one process and one run.
 
 Classification (default): the grown ScaleNetViT + linear head against timm's ``VisionTransformer`` of the same
-depth D and of the base depth L. Detection (``--detection``): the featmap backbone at 1024x1024 with window
+depth D and of the base depth L. ``--backbone swin``: the grown ScaleNetSwin (default Swin-T grown to Swin-S's
+stage depths 2,2,18,2) + linear head against timm's ``SwinTransformer`` of the same depths (Swin-S) and of the base
+depths (Swin-T). Detection (``--detection``): the featmap backbone at 1024x1024 with window
 attention and relative positions against timm's ViTDet-style (SAM) backbone of the same depth.
 
 Each model: warm-up steps, then ``--repeats`` timed repeats of ``--steps`` steps, interleaved across the models
@@ -15,6 +17,7 @@ Examples:
     python tools/benchmark.py --device cpu --arch deit-small --depth 24 --batch-size 8
     python tools/benchmark.py --device cuda --amp bf16 --batch-size 128 --arch deit-base --depth 24 --compile
     python tools/benchmark.py --device cuda --amp bf16 --detection --batch-size 2 --depth 24 --json
+    python tools/benchmark.py --device cpu --backbone swin --batch-size 4 --warmup 2 --steps 2 --repeats 3
 """
 import argparse
 import json
@@ -35,9 +38,14 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split('\n\n', 1)[1])
-    p.add_argument('--arch', default='deit-small', help='deit-tiny | deit-small | deit-base, or '
-                   'EMBED,LAYERS,HEADS for a custom size (default deit-small)')
+    p.add_argument('--backbone', choices=['vit', 'swin'], default='vit', help='ScaleNetViT (default) or '
+                   'ScaleNetSwin against timm\'s SwinTransformer')
+    p.add_argument('--arch', default=None, help='deit-tiny | deit-small | deit-base, or EMBED,LAYERS,HEADS for a '
+                   'custom size (default deit-small); with --backbone swin: swin-tiny | swin-small | swin-base '
+                   '(the base model, default swin-tiny)')
     p.add_argument('--depth', type=int, default=None, help='grown depth D (default 2x the base depth)')
+    p.add_argument('--depths', default='2,2,18,2', help='--backbone swin: grown stage depths (default 2,2,18,2, '
+                   'Swin-S)')
     p.add_argument('--adapter', choices=['parallel', 'lora', 'none'], default='parallel')
     p.add_argument('--bottleneck', type=int, default=8)
     p.add_argument('--rank', type=int, default=8)
@@ -52,11 +60,23 @@ def parse_args(argv=None):
     p.add_argument('--warmup', type=int, default=3)
     p.add_argument('--steps', type=int, default=5, help='steps per timed repeat')
     p.add_argument('--repeats', type=int, default=3)
+    p.add_argument('--stat', choices=['median', 'best'], default='median', help='rate reported per model: median '
+                   'of the repeats (default) or the best repeat (on a machine shared with other jobs, contention '
+                   'only ever slows a repeat down)')
     p.add_argument('--no-base', action='store_true', help='skip timm at the base depth')
     p.add_argument('--json', action='store_true', help='print one JSON document instead of the table')
     args = p.parse_args(argv)
     if args.img_size is None:
         args.img_size = 1024 if args.detection else 224
+    if args.arch is None:
+        args.arch = 'swin-tiny' if args.backbone == 'swin' else 'deit-small'
+    if args.backbone == 'swin':
+        if args.detection:
+            p.error('--detection is for --backbone vit (the Swin row times the classifier)')
+        try:
+            args.depths = tuple(int(v) for v in args.depths.split(','))
+        except ValueError:
+            p.error(f'--depths must be a comma list of integers, got {args.depths!r}')
     if args.device == 'cuda' and not torch.cuda.is_available():
         p.error('--device cuda requested but CUDA is not available')
     modes = [m for m in args.modes.split(',') if m]
@@ -80,14 +100,37 @@ class _Classifier(nn.Module):
     def __init__(self, backbone, num_classes=1000):
         super().__init__()
         self.backbone = backbone
-        self.head = nn.Linear(backbone.embed_dims, num_classes)
+        width = backbone.num_features[-1] if hasattr(backbone, 'num_features') else backbone.embed_dims
+        self.head = nn.Linear(width, num_classes)
 
     def forward(self, x):
         return self.head(self.backbone(x)[0])
 
 
+def build_swin_models(args):
+    """ScaleNetSwin (grown) + head, timm's Swin at the grown depths, timm's Swin at the base depths."""
+    from timm.models.swin_transformer import SwinTransformer
+
+    from mmscalenet.models import ScaleNetSwin, resolve_swin_arch
+    a = resolve_swin_arch(args.arch)
+    base, grown = tuple(a['depths']), args.depths
+    adapter = {'parallel': dict(type='ParallelAdapter', bottleneck=args.bottleneck),
+               'lora': dict(type='LoRA', rank=args.rank), 'none': None}[args.adapter]
+    common = dict(img_size=args.img_size, patch_size=a['patch_size'], embed_dim=a['embed_dims'],
+                  num_heads=a['num_heads'], window_size=a['window_size'], mlp_ratio=a['mlp_ratio'])
+    sn = _Classifier(ScaleNetSwin(args.arch, depths=grown, adapter=adapter, img_size=args.img_size,
+                                  out_type='pooled'))
+    models = [(f'scalenet {args.arch} {base}->{grown} ({args.adapter})', sn, True),
+              (f'timm Swin depths {grown}', SwinTransformer(depths=grown, **common), False)]
+    if not args.no_base:
+        models.append((f'timm Swin depths {base}', SwinTransformer(depths=base, **common), False))
+    return models, sum(base), sum(grown)
+
+
 def build_models(args):
     """(name, model, is_scalenet) in the order they are measured."""
+    if args.backbone == 'swin':
+        return build_swin_models(args)
     import timm.models.vision_transformer as tvit
 
     from mmscalenet.models import ScaleNetViT
@@ -260,7 +303,7 @@ def main(argv=None):
                 torch.cuda.empty_cache()
         print(f'[benchmark] {mode} speed, {args.repeats} interleaved repeats ...', file=sys.stderr, flush=True)
         for row, rates in zip(results, measure_speed([m for _, m, _ in models], fns, args, mode)):
-            row[f'{mode}_img_per_s'] = statistics.median(rates)
+            row[f'{mode}_img_per_s'] = statistics.median(rates) if args.stat == 'median' else max(rates)
             row[f'{mode}_repeats'] = rates
     sn, same = results[0], results[1]
     ratios = {f'{m}_vs_timm_same_depth': sn[f'{m}_img_per_s'] / same[f'{m}_img_per_s'] for m in args.modes}
@@ -269,9 +312,11 @@ def main(argv=None):
         ratios['train_peak_mem_vs_timm_same_depth'] = sn['train_peak_mib'] / same['train_peak_mib']
     doc = dict(date=datetime.now(timezone.utc).strftime('%Y-%m-%d'), device=device_name,
                torch=torch.__version__, command='python tools/benchmark.py ' + ' '.join(sys.argv[1:]),
-               settings=dict(arch=args.arch, base_depth=L, depth=D, adapter=args.adapter, batch_size=args.batch_size,
+               settings=dict(backbone=args.backbone, arch=args.arch, base_depth=L, depth=D,
+                             depths=list(args.depths) if args.backbone == 'swin' else None, adapter=args.adapter,
+                             batch_size=args.batch_size,
                              img_size=args.img_size, amp=args.amp, compile=args.compile, detection=args.detection,
-                             warmup=args.warmup, steps=args.steps, repeats=args.repeats),
+                             warmup=args.warmup, steps=args.steps, repeats=args.repeats, stat=args.stat),
                results=results, ratios=ratios)
     if args.json:
         print(json.dumps(doc, indent=2))

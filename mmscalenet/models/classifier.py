@@ -14,8 +14,9 @@ from mmengine.model import BaseDataPreprocessor, BaseModel
 from mmengine.structures import BaseDataElement
 from torch import nn
 
-from ..checkpoint import backbone_state_dict, load_into_backbone, resolve_checkpoint, split_checkpoint
+from ..checkpoint import backbone_state_dict, resolve_checkpoint, split_checkpoint
 from ..utils import log
+from .vit import ScaleNetViT
 
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
@@ -124,11 +125,14 @@ class ScaleNetClassifier(BaseModel):
             data_preprocessor = MODELS.build(data_preprocessor)
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=None)
         self.backbone = MODELS.build(dict(backbone)) if isinstance(backbone, Mapping) else backbone
-        if getattr(self.backbone, 'out_type', 'cls_token') != 'cls_token':
-            raise ValueError('ScaleNetClassifier needs a backbone with out_type="cls_token"')
+        if getattr(self.backbone, 'out_type', 'cls_token') not in ('cls_token', 'pooled'):
+            raise ValueError('ScaleNetClassifier needs a backbone with out_type="cls_token" (ScaleNetViT) or '
+                             '"pooled" (ScaleNetSwin)')
         self.num_classes, self.label_smoothing = int(num_classes), float(label_smoothing)
         self.head_drop = nn.Dropout(head_drop_rate)
-        self.head = nn.Linear(self.backbone.embed_dims, self.num_classes)
+        # ScaleNetSwin's pooled features have the last stage's width, ScaleNetViT's class token embed_dims
+        width = self.backbone.num_features[-1] if hasattr(self.backbone, 'num_features') else self.backbone.embed_dims
+        self.head = nn.Linear(width, self.num_classes)
         nn.init.trunc_normal_(self.head.weight, std=0.02)
         nn.init.zeros_(self.head.bias)
         self.init_cfg = dict(init_cfg) if init_cfg is not None else None
@@ -147,12 +151,17 @@ class ScaleNetClassifier(BaseModel):
 
     def load_pretrained(self, checkpoint: Union[str, Mapping[str, Any]],
                         allow_other_plan: bool = False) -> Dict[str, Any]:
-        """Backbone via ``load_into_backbone`` (expanded to the plan); ``head.*`` when it fits ``num_classes``."""
+        """Backbone via its ``load_pretrained`` (expanded to the plan); ``head.*`` when it fits ``num_classes``."""
         obj = resolve_checkpoint(checkpoint)
-        name = os.fspath(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else None
-        report = load_into_backbone(self.backbone, obj, allow_other_plan, name=name)
+        if isinstance(self.backbone, ScaleNetViT):   # checked, named, maybe at another plan
+            name = os.fspath(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else None
+            report = load_into_backbone(self.backbone, obj, allow_other_plan, name=name)
+        else:                                        # ScaleNetSwin: its own loader
+            report = self.backbone.load_pretrained(obj)
         state, _ = split_checkpoint(obj)
         _, head = backbone_state_dict(state)
+        if not head:   # timm Swin / ConvNeXt style classifier: head.fc.*
+            head = {k[len('head.fc.'):]: v for k, v in state.items() if k.startswith('head.fc.')}
         head = {k: v for k, v in head.items() if k in ('weight', 'bias')}
         own = self.head.state_dict()
         if set(head) == set(own) and all(head[k].shape == own[k].shape for k in own):

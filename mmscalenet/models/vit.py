@@ -151,7 +151,7 @@ class Position(nn.Module):
 
     def __init__(self, index: int, source: int, dim: int, num_heads: int, mlp_ratio: float,
                  adapter: Optional[Dict[str, Any]], own_norms: bool, gated: bool, drop_path: float,
-                 window_size: int, rel_pos_size: int):
+                 window_size: int, rel_pos_size: int, norm_eps: float = 1e-6):
         super().__init__()
         self.index, self.source = index, source
         self.num_heads, self.head_dim = num_heads, dim // num_heads
@@ -159,9 +159,9 @@ class Position(nn.Module):
         self.window_size = window_size
         self.fused = True
         hidden = int(dim * mlp_ratio)
-        if own_norms:
-            self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-            self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        if own_norms:  # norm_eps: 1e-6 for timm's ViT, 1e-5 for its Swin (the Swin position subclasses this)
+            self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
+            self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         else:
             self.norm1 = self.norm2 = None
         self.adapter_attn = self.adapter_mlp = None

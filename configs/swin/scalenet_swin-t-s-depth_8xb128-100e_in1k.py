@@ -1,0 +1,40 @@
+# ScaleNet-Swin-T@S: timm's pretrained Swin-T (stage depths 2, 2, 6, 2) grown to Swin-S's depths (2, 2, 18, 2)
+# (cyclic map per stage, shared blocks, per-position parallel adapters and bias tables), trained 100 epochs on
+# ImageNet-1K with Swin's recipe: AdamW, lr 1e-3 at a total batch of 1024 (8 GPUs x 128), weight decay 0.05,
+# drop path 0.3 (Swin-S's rate, for the S depth), label smoothing 0.1, RandAugment, Mixup 0.8 / CutMix 1.0, random
+# erasing 0.25, gradient clipping 5. Reference: Swin-S from scratch, 300 epochs (swin-s_8xb128-300e_in1k.py):
+# 83.0 % top-1 (Swin paper); Swin-T 81.2 %. No run of this config has been made yet.
+# Another pretrained file (Microsoft's swin_tiny_patch4_window7_224.pth, an mmpretrain checkpoint):
+#   --cfg-options model.init_cfg.checkpoint=/path/to/file.pth
+_base_ = [
+    '../_base_/datasets/imagenet_deit.py',
+    '../_base_/schedules/deit_adamw_100e.py',   # lr 5e-4 x batch / 512 = Swin's 1e-3 at 1024, wd 0.05, clip 5
+    '../_base_/default_runtime_cls.py',
+]
+model = dict(
+    type='ScaleNetClassifier',
+    backbone=dict(
+        type='ScaleNetSwin',
+        arch='swin-tiny',
+        depths=(2, 2, 18, 2),
+        mapping='cyclic',
+        adapter=dict(type='ParallelAdapter', bottleneck=8, sites=('attn', 'mlp')),
+        unshared=('rel_pos',),
+        img_size=224,
+        drop_path_rate=0.3,
+        out_type='pooled'),
+    num_classes=1000,
+    label_smoothing=0.1,
+    data_preprocessor=dict(
+        type='ScaleNetClsDataPreprocessor',
+        mean=[123.675, 116.28, 103.53],
+        std=[58.395, 57.12, 57.375],
+        random_erasing=dict(prob=0.25, mode='pixel', max_count=1),
+        mixup=dict(mixup_alpha=0.8, cutmix_alpha=1.0, prob=1.0, switch_prob=0.5, mode='batch')),
+    # the checkpoint's 1000-class head (timm head.fc) is loaded as well
+    init_cfg=dict(type='Pretrained', checkpoint='timm:swin_tiny_patch4_window7_224.ms_in1k'),
+)
+# Swin trains without DeiT's repeated augmentation
+train_dataloader = dict(sampler=dict(_delete_=True, type='DefaultSampler', shuffle=True))
+# no weight decay on the relative-position bias tables (Swin's recipe); norms, biases and gates as in the base
+optim_wrapper = dict(paramwise_cfg=dict(custom_keys={'relative_position_bias_table': dict(decay_mult=0.0)}))
