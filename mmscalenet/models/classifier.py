@@ -14,7 +14,7 @@ from mmengine.model import BaseDataPreprocessor, BaseModel
 from mmengine.structures import BaseDataElement
 from torch import nn
 
-from ..checkpoint import backbone_state_dict, resolve_checkpoint, split_checkpoint
+from ..checkpoint import backbone_state_dict, load_into_backbone, resolve_checkpoint, split_checkpoint
 from ..utils import log
 from .vit import ScaleNetViT
 
