@@ -172,7 +172,9 @@ def test_depth_and_adapter_overrides_on_a_coco_config(mmdet_scope):
         backbone = MODELS.build(backbone_cfg)
     assert backbone.plan.depth == 18 and backbone.adapter_cfg['type'] == 'LoRA'
     from mmscalenet.engine.layer_decay import layer_id_fn
-    assert layer_id_fn(backbone, cfg.optim_wrapper.paramwise_cfg.get('num_layers'))[1] == 18
+    # no pinned num_layers to contradict the new depth; the decay runs over D = 18 or, by default, the base depth
+    assert layer_id_fn(backbone, cfg.optim_wrapper.paramwise_cfg.get('num_layers'), 'deepest')[1] == 18
+    assert layer_id_fn(backbone, cfg.optim_wrapper.paramwise_cfg.get('num_layers'))[1] == TINY_ARCH['num_layers']
     kept = load_config(osp.join(ROOT, 'configs/coco/vitdet_mask-rcnn_scalenet-deit-s-24_lsj-100e_coco.py'),
                        {'model.backbone.depth': 18, 'optim_wrapper.paramwise_cfg.num_layers': 18})
     assert kept.optim_wrapper.paramwise_cfg.num_layers == 18

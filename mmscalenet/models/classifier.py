@@ -131,7 +131,7 @@ class ScaleNetClassifier(BaseModel):
         self.num_classes, self.label_smoothing = int(num_classes), float(label_smoothing)
         self.head_drop = nn.Dropout(head_drop_rate)
         # ScaleNetSwin's pooled features have the last stage's width, ScaleNetViT's class token embed_dims
-        width = self.backbone.num_features[-1] if hasattr(self.backbone, 'num_features') else self.backbone.embed_dims
+        width = self.backbone.embed_dims if isinstance(self.backbone, ScaleNetViT) else self.backbone.num_features[-1]
         self.head = nn.Linear(width, self.num_classes)
         nn.init.trunc_normal_(self.head.weight, std=0.02)
         nn.init.zeros_(self.head.bias)
