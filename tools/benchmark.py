@@ -100,7 +100,8 @@ class _Classifier(nn.Module):
     def __init__(self, backbone, num_classes=1000):
         super().__init__()
         self.backbone = backbone
-        width = backbone.num_features[-1] if hasattr(backbone, 'num_features') else backbone.embed_dims
+        width = backbone.num_features   # an int (ViT, timm's meaning) or the widths per stage (Swin)
+        width = width[-1] if isinstance(width, (list, tuple)) else width
         self.head = nn.Linear(width, num_classes)
 
     def forward(self, x):
