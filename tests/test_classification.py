@@ -369,3 +369,25 @@ def test_same_seed_same_weights_at_a_fixed_thread_count(mmdet_scope):
         first, second = train(), train()
     assert torch.get_num_threads() == before
     assert all(torch.equal(a, b) for a, b in zip(first, second))
+
+
+def test_demo_seeds_spread_and_where_a_run_falls(tmp_path):
+    """tools/demo.py --seeds: mean / std / range per figure; a one-seed run is placed inside or OUTSIDE that range."""
+    import importlib.util
+    import json
+    spec = importlib.util.spec_from_file_location('mmscalenet_demo_tool', osp.join(ROOT, 'tools', 'demo.py'))
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    runs = {s: {'classification': {'scalenet': {'top1': top1}}} for s, top1 in ((0, 96.0), (1, 97.0), (2, 98.0))}
+    stats = demo.spread(runs)
+    assert list(stats) == ['classification/scalenet/top1']
+    st = stats['classification/scalenet/top1']
+    assert (st['mean'], st['std'], st['min'], st['max']) == (97.0, 1.0, 96.0, 98.0)
+    assert '| classification/scalenet/top1 | 96.000 | 97.000 | 98.000 | 97.000 | 1.000 |' in demo.spread_table(
+        stats, [0, 1, 2])
+    ref = tmp_path / 'seeds.json'
+    ref.write_text(json.dumps(dict(seeds=[0, 1, 2], machine='test', stats=stats)))
+    inside = demo.against_reference({'classification': {'scalenet': {'top1': 96.5}}}, str(ref))
+    outside = demo.against_reference({'classification': {'scalenet': {'top1': 99.5}}}, str(ref))
+    assert '96.500, inside the seeds\' range 96.000..98.000' in inside
+    assert '99.500, OUTSIDE' in outside
