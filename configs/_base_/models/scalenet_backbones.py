@@ -14,6 +14,9 @@ scalenet_deit_ti_24l = dict(
 scalenet_deit_s_24l = dict(scalenet_deit_ti_24l, arch='deit-small')
 scalenet_deit_b_24l = dict(scalenet_deit_ti_24l, arch='deit-base')
 scalenet_deit_s_36l = dict(scalenet_deit_s_24l, depth=36)
+# LoRA per position instead of parallel adapters (rank 8, alpha 16 on qkv, proj, fc1, fc2): mergeable, so a trained
+# model exports to a plain timm ViT of depth 24 (tools/export.py)
+scalenet_deit_s_24l_lora = dict(scalenet_deit_s_24l, adapter=dict(type='LoRA', rank=8, alpha=16.0))
 
 # The embedded demo (configs/demo/): the digits ViT of depth L = 4 grown to 2L = 8 (mmscalenet.demo.DEMO_ARCH)
 digits_scalenet_8l = dict(
