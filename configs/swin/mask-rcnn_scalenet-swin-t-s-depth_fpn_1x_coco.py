@@ -6,19 +6,14 @@
 # Backbone weights: the ImageNet stage's grown model (configs/swin/scalenet_swin-t-s-depth_8xb128-100e_in1k.py):
 #   --cfg-options model.backbone.init_cfg.checkpoint=work_dirs/<run>/best_*.pth
 # The default below starts from Microsoft's Swin-T file (the one mmdet's Swin-T config loads), grown at load time.
-_base_ = 'mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py'
+_base_ = ['mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py', '../_base_/models/scalenet_backbones.py']
 default_scope = 'mmdet'
 custom_imports = dict(imports=['mmscalenet'], allow_failed_imports=False)
 pretrained = 'https://github.com/SwinTransformer/storage/releases/download/v1.0.0/swin_tiny_patch4_window7_224.pth'  # noqa
 model = dict(
     backbone=dict(
+        _base_.scalenet_swin_t_s_depth,   # the entry the ImageNet stage uses too
         _delete_=True,
-        type='ScaleNetSwin',
-        arch='swin-tiny',
-        depths=(2, 2, 18, 2),
-        mapping='cyclic',
-        adapter=dict(type='ParallelAdapter', bottleneck=8, sites=('attn', 'mlp')),
-        unshared=('rel_pos',),
         img_size=224,
         drop_path_rate=0.2,
         out_type='featmap',

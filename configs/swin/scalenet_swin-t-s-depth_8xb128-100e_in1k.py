@@ -7,19 +7,15 @@
 # Another pretrained file (Microsoft's swin_tiny_patch4_window7_224.pth, an mmpretrain checkpoint):
 #   --cfg-options model.init_cfg.checkpoint=/path/to/file.pth
 _base_ = [
+    '../_base_/models/scalenet_backbones.py',
     '../_base_/datasets/imagenet_deit.py',
-    '../_base_/schedules/deit_adamw_100e.py',   # lr 5e-4 x batch / 512 = Swin's 1e-3 at 1024, wd 0.05, clip 5
+    '../_base_/schedules/deit_adamw_100e.py',   # lr 5e-4 x batch / 512 = Swin's 1e-3 at 1024, wd 0.05
     '../_base_/default_runtime_cls.py',
 ]
 model = dict(
     type='ScaleNetClassifier',
     backbone=dict(
-        type='ScaleNetSwin',
-        arch='swin-tiny',
-        depths=(2, 2, 18, 2),
-        mapping='cyclic',
-        adapter=dict(type='ParallelAdapter', bottleneck=8, sites=('attn', 'mlp')),
-        unshared=('rel_pos',),
+        _base_.scalenet_swin_t_s_depth,   # the entry the COCO configs use too
         img_size=224,
         drop_path_rate=0.3,
         out_type='pooled'),
@@ -37,4 +33,6 @@ model = dict(
 # Swin trains without DeiT's repeated augmentation
 train_dataloader = dict(sampler=dict(_delete_=True, type='DefaultSampler', shuffle=True))
 # no weight decay on the relative-position bias tables (Swin's recipe); norms, biases and gates as in the base
-optim_wrapper = dict(paramwise_cfg=dict(custom_keys={'relative_position_bias_table': dict(decay_mult=0.0)}))
+# Swin's recipe clips gradients at 5 (DeiT's, which the schedule file follows, does not)
+optim_wrapper = dict(paramwise_cfg=dict(custom_keys={'relative_position_bias_table': dict(decay_mult=0.0)}),
+                     clip_grad=dict(max_norm=5.0))

@@ -23,3 +23,8 @@ digits_scalenet_8l = dict(
     type='ScaleNetViT', arch=dict(embed_dims=64, num_layers=4, num_heads=4, mlp_ratio=2.0), depth=8,
     mapping='cyclic', adapter=dict(type='ParallelAdapter', bottleneck=8, sites=('attn', 'mlp')),
     function_preserving=False, unshared=())
+
+# Swin-T (stage depths 2, 2, 6, 2) grown to Swin-S's depths (2, 2, 18, 2): configs/swin/ (ImageNet and COCO)
+scalenet_swin_t_s_depth = dict(
+    type='ScaleNetSwin', arch='swin-tiny', depths=(2, 2, 18, 2), mapping='cyclic',
+    adapter=dict(type='ParallelAdapter', bottleneck=8, sites=('attn', 'mlp')), unshared=('rel_pos',))
