@@ -43,7 +43,7 @@ def test_wheel_ships_configs_tools_and_index(installed):
                  'coco/metafile.yml', 'demo/digits_cls_scalenet.py', '_base_/models/scalenet_deit_cls.py'):
         assert f'mmscalenet/.mim/configs/{path}' in names, path
     for path in ('model-index.yml', 'tools/train.py', 'tools/test.py', 'tools/dist_train.sh', 'tools/dist_test.sh',
-                 'tools/analysis/get_flops.py'):
+                 'tools/torchrun_launch.sh', 'tools/analysis/get_flops.py'):
         assert f'mmscalenet/.mim/{path}' in names, path
     meta = next(n for n in names if n.endswith('.dist-info/METADATA'))
     with zipfile.ZipFile(glob.glob(str(installed[0].parent / 'dist' / '*.whl'))[0]) as z:

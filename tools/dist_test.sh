@@ -16,9 +16,5 @@ if [ $# -lt 3 ]; then usage >&2; exit 2; fi
 CONFIG=$1; CHECKPOINT=$2; GPUS=$3; shift 3
 if [ ! -f "$CONFIG" ]; then echo "error: config file not found: $CONFIG" >&2; exit 1; fi
 if [ ! -f "$CHECKPOINT" ]; then echo "error: checkpoint file not found: $CHECKPOINT" >&2; exit 1; fi
-case "$GPUS" in ''|*[!0-9]*|0) echo "error: GPUS must be a positive integer, got '$GPUS'" >&2; exit 2;; esac
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-PYTHONPATH="$here/..:${PYTHONPATH:-}" exec "${PYTHON:-python}" -m torch.distributed.run \
-  --nnodes="${NNODES:-1}" --node_rank="${NODE_RANK:-0}" --master_addr="${MASTER_ADDR:-127.0.0.1}" \
-  --nproc_per_node="$GPUS" --master_port="${PORT:-29500}" ${TORCHRUN_ARGS:-} \
-  "$here/test.py" "$CONFIG" "$CHECKPOINT" --launcher pytorch "$@"
+source "$(dirname "${BASH_SOURCE[0]}")/torchrun_launch.sh"
+torchrun_launch test.py "$CONFIG" "$CHECKPOINT" --launcher pytorch "$@"

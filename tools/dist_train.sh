@@ -16,9 +16,5 @@ if [ $# -ge 1 ] && { [ "$1" = "-h" ] || [ "$1" = "--help" ]; }; then usage; exit
 if [ $# -lt 2 ]; then usage >&2; exit 2; fi
 CONFIG=$1; GPUS=$2; shift 2
 if [ ! -f "$CONFIG" ]; then echo "error: config file not found: $CONFIG" >&2; exit 1; fi
-case "$GPUS" in ''|*[!0-9]*|0) echo "error: GPUS must be a positive integer, got '$GPUS'" >&2; exit 2;; esac
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-PYTHONPATH="$here/..:${PYTHONPATH:-}" exec "${PYTHON:-python}" -m torch.distributed.run \
-  --nnodes="${NNODES:-1}" --node_rank="${NODE_RANK:-0}" --master_addr="${MASTER_ADDR:-127.0.0.1}" \
-  --nproc_per_node="$GPUS" --master_port="${PORT:-29500}" ${TORCHRUN_ARGS:-} \
-  "$here/train.py" "$CONFIG" --launcher pytorch "$@"
+source "$(dirname "${BASH_SOURCE[0]}")/torchrun_launch.sh"
+torchrun_launch train.py "$CONFIG" --launcher pytorch "$@"
