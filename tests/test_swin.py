@@ -349,6 +349,95 @@ def test_own_checkpoint_round_trip_and_with_cp():
         assert (p.grad - ga[name].grad).abs().max() < 1e-5, name
 
 
+# ---- config() / from_config() and the ScaleNet-Swin checkpoint format ---------------------------------------------
+def test_config_round_trip_and_overrides():
+    import json
+    model = scalenet(GROWN, adapter=dict(type='LoRA', rank=2), mapping=['cyclic', [0, 1, 1], 'interleave', 'cyclic'],
+                     function_preserving=True, out_type='featmap', out_indices=(1, 3), drop_path_rate=0.2)
+    cfg = model.config()
+    assert json.loads(json.dumps(cfg)) == cfg   # plain JSON data
+    assert cfg['mapping'][1] == [0, 1, 1] and cfg['depths'] == list(GROWN) and 'drop_path_rate' not in cfg
+    again = ScaleNetSwin.from_config(cfg)
+    assert again.config() == cfg
+    assert {k: v.shape for k, v in again.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
+    assert ScaleNetSwin.from_config(cfg, drop_path_rate=0.1).layers[3].positions[2].drop_path > 0
+    deeper = ScaleNetSwin.from_config(cfg, depths=(2, 2, 6, 2))   # another plan: cyclic stages
+    assert deeper.config()['mapping'][2] == [0, 1, 0, 1, 0, 1]
+    assert ScaleNetSwin.from_config(cfg, out_type='pooled').out_indices == (3,)
+    with pytest.raises(ValueError, match=r"unknown keys \['drop_path_rate', 'foo'\]"):
+        ScaleNetSwin.from_config(dict(cfg, foo=1, drop_path_rate=0.1))
+
+
+def _run_checkpoint(model):
+    """What a training run writes for a Swin detector / classifier: ``backbone.``-prefixed tensors, other modules,
+    and ``meta['scalenet']`` from :func:`swin_scalenet_meta` (the meta hook's payload)."""
+    from mmscalenet.swin_checkpoint import swin_scalenet_meta
+    state = {f'backbone.{k}': v.clone() for k, v in model.state_dict().items()}
+    state['neck.conv.weight'] = torch.zeros(2, 2)
+    return {'state_dict': state, 'meta': {'scalenet': swin_scalenet_meta(model), 'scalenet_prefix': 'backbone.'}}
+
+
+def test_scalenet_swin_checkpoint_loads_at_the_same_and_other_plans(tmp_path):
+    from mmscalenet.checkpoint import CheckpointError
+    adapter = dict(type='ParallelAdapter', bottleneck=4)
+    grown = scalenet(GROWN, adapter=adapter)
+    grown.load_pretrained(tiny_timm_swin().state_dict())
+    _randomise(grown)
+    path = tmp_path / 'epoch_1.pth'
+    torch.save(_run_checkpoint(grown), path)
+    same = scalenet(GROWN, adapter=adapter)
+    report = same.load_pretrained(str(path))
+    assert report['layout'] == 'scalenet' and not report['new'] and not report['remapped']
+    x = torch.randn(1, 3, IMG, IMG)
+    with torch.no_grad():
+        assert torch.equal(same.eval()(x)[0], grown.eval()(x)[0])
+    # another depth: refused in one line that says how to build the checkpoint's backbone, unless allowed
+    with pytest.raises(CheckpointError) as info:
+        scalenet((2, 2, 6, 2), adapter=adapter).load_pretrained(str(path))
+    msg = str(info.value)
+    assert '\n' not in msg and 'model.backbone.depths="(2,3,5,3)"' in msg and 'allow_other_plan=True' in msg
+    other = scalenet((2, 2, 6, 2), adapter=adapter, init_cfg=dict(type='Pretrained', checkpoint=str(path),
+                                                                  allow_other_plan=True))
+    other.init_weights()
+    own = other.state_dict()
+    for key, value in grown.state_dict().items():
+        if '.positions.' not in key:   # shared blocks, patch embedding, merging, norms: as saved
+            assert torch.equal(own[key], value), key
+    for s, p, q in ((1, 1, 1), (2, 4, 4), (3, 0, 0)):   # positions with a counterpart keep their tensors
+        for rest in ('adapter_attn.up.weight', 'relative_position_bias_table'):
+            assert torch.equal(own[f'layers.{s}.positions.{p}.{rest}'], grown.state_dict()[f'layers.{s}.positions.{q}.{rest}'])
+    # stage 2 position 5 is new: zero adapter (starts as its block), bias table copied from block 1's original position
+    assert not own['layers.2.positions.5.adapter_attn.up.weight'].any()
+    assert torch.equal(own['layers.2.positions.5.relative_position_bias_table'],
+                       grown.state_dict()['layers.2.positions.1.relative_position_bias_table'])
+    # other adapters are refused whatever the plan; a ViT checkpoint is named as such
+    with pytest.raises(CheckpointError, match='model.backbone.adapter.bottleneck=4'):
+        scalenet(GROWN, adapter=dict(type='ParallelAdapter', bottleneck=8)).load_pretrained(str(path), True)
+    vit_meta = {'state_dict': dict(grown.state_dict()), 'meta': {'scalenet': {'arch': {'embed_dims': 32}}}}
+    with pytest.raises(CheckpointError, match='not a ScaleNetSwin'):
+        scalenet(GROWN, adapter=adapter).load_pretrained(vit_meta)
+    # per-position tensors without a recorded plan load only at the same depths
+    with pytest.raises(CheckpointError, match=r'\[2, 3, 5, 3\] positions per stage but no stage plans'):
+        scalenet((2, 2, 6, 2), adapter=adapter).load_pretrained(grown.state_dict())
+
+
+def test_save_and_load_swin_round_trip(tmp_path):
+    from mmscalenet.swin_checkpoint import load_swin, save_swin
+    grown = scalenet(GROWN, adapter=dict(type='LoRA', rank=2), function_preserving=True)
+    _randomise(grown)
+    head = {'weight': torch.randn(10, 256), 'bias': torch.randn(10)}
+    x = torch.randn(1, 3, IMG, IMG)
+    for name in ('grown.pth', 'grown.safetensors'):
+        save_swin(grown, str(tmp_path / name), head=head)
+        loaded, loaded_head = load_swin(str(tmp_path / name))
+        assert loaded.config() == grown.config() and torch.equal(loaded_head['weight'], head['weight'])
+        with torch.no_grad():
+            assert torch.equal(loaded.eval()(x)[0], grown.eval()(x)[0])
+    deeper, _ = load_swin(str(tmp_path / 'grown.pth'), depths=(2, 4, 6, 4))
+    assert deeper.config()['depths'] == [2, 4, 6, 4]
+    assert torch.equal(deeper.layers[2].blocks[1].mlp.fc1.weight, grown.layers[2].blocks[1].mlp.fc1.weight)
+
+
 # ---- configs and detection ---------------------------------------------------------------------------------------
 def _tiny_backbone(bb):
     """Shrink a config's Swin backbone (ScaleNetSwin or mmdet's SwinTransformer) to a CPU-sized one in place."""
