@@ -465,7 +465,8 @@ def swin_timm_state_dict(model) -> Dict[str, torch.Tensor]:
     if cfg is not None and cfg['type'] == 'ParallelAdapter':
         raise NotMergeableError('cannot export a ScaleNetSwin with ParallelAdapter adapters as a plain timm Swin '
                                 '(the ReLU between the adapter\'s projections does not merge): use LoRA or '
-                                'adapter=None')
+                                'adapter=None, or export the shared format instead (tools/export.py SRC DST '
+                                '--format scalenet, or mmscalenet.swin_checkpoint.save_swin)')
     out: Dict[str, torch.Tensor] = {}
     for key, value in model.state_dict().items():
         if key.startswith('layers.') and ('.blocks.' in key or '.positions.' in key):

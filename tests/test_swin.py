@@ -438,6 +438,51 @@ def test_save_and_load_swin_round_trip(tmp_path):
     assert torch.equal(deeper.layers[2].blocks[1].mlp.fc1.weight, grown.layers[2].blocks[1].mlp.fc1.weight)
 
 
+# ---- tools/expand.py and tools/export.py with a Swin -------------------------------------------------------------
+def _tool(name):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(f'mmscalenet_{name}_tool', osp.join(ROOT, 'tools', f'{name}.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def test_expand_then_export_a_swin_through_the_tools(tmp_path, capsys):
+    """expand.py grows a timm Swin file (LoRA), export.py writes a plain timm Swin of the grown depths computing the
+    same logits; ParallelAdapter is refused with the shared format offered; bad depths write nothing."""
+    import json
+    from mmscalenet.swin_checkpoint import load_swin
+    expand, export = _tool('expand'), _tool('export')
+    ref = tiny_timm_swin(num_classes=10)
+    src = tmp_path / 'timm_swin.pth'
+    torch.save({'model': ref.state_dict()}, src)
+    arch = json.dumps(dict(TINY))
+    grown, plain = tmp_path / 'grown.pth', tmp_path / 'plain.pth'
+    assert expand([str(src), str(grown), '--arch', arch, '--depths', '2,3,4,2', '--adapter', 'lora', '--rank', '2',
+                   '--function-preserving', '--img-size', str(IMG)]) == 0
+    out = capsys.readouterr().out
+    assert 'stage 1: depth plan: 2 base layers -> 3 positions' in out and '| unique |' in out and f'wrote {grown}' in out
+    model, head = load_swin(str(grown))
+    assert model.config()['depths'] == [2, 3, 4, 2] and tuple(head['fc.weight'].shape) == (10, 256)
+    assert export([str(grown), str(plain)]) == 0
+    assert 'check: timm SwinTransformer output == ScaleNetSwin output' in capsys.readouterr().out
+    timm_model = timm_swin.SwinTransformer(**timm_swin_kwargs(model, num_classes=10)).eval()
+    timm_model.load_state_dict(torch.load(plain, weights_only=True))   # strict: a plain timm Swin
+    x = torch.randn(2, 3, IMG, IMG)
+    with torch.no_grad():   # function-preserving, zero LoRA B: the grown model is still the pretrained timm Swin
+        assert (timm_model(x) - ref(x)).abs().max() < 1e-5
+    parallel = tmp_path / 'parallel.pth'
+    assert expand(['--backbone', 'swin', str(src), str(parallel), '--arch', arch, '--depths', '2,2,4,2',
+                   '--img-size', str(IMG)]) == 0
+    assert export([str(parallel), str(tmp_path / 'no.pth')]) == 2
+    assert '--format scalenet' in capsys.readouterr().err and not (tmp_path / 'no.pth').exists()
+    assert export([str(parallel), str(tmp_path / 'shared.safetensors'), '--format', 'scalenet']) == 0
+    assert load_swin(str(tmp_path / 'shared.safetensors'))[0].config() == load_swin(str(parallel))[0].config()
+    with pytest.raises(SystemExit, match='stage 2: depth D=1 is smaller'):
+        expand([str(src), str(tmp_path / 'bad.pth'), '--arch', arch, '--depths', '2,2,1,2', '--img-size', str(IMG)])
+    assert not (tmp_path / 'bad.pth').exists()
+
+
 # ---- configs and detection ---------------------------------------------------------------------------------------
 def _tiny_backbone(bb):
     """Shrink a config's Swin backbone (ScaleNetSwin or mmdet's SwinTransformer) to a CPU-sized one in place."""
