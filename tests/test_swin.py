@@ -483,6 +483,49 @@ def test_expand_then_export_a_swin_through_the_tools(tmp_path, capsys):
     assert not (tmp_path / 'bad.pth').exists()
 
 
+# ---- layer decay ----------------------------------------------------------------------------------------------------
+def test_layer_decay_gives_shared_swin_tensors_the_plain_swin_t_lr(mmdet_scope):
+    """'base' rule on the ImageNet config's backbone (Swin-T grown to S depths) against the plain Swin-T: every shared
+    tensor, the merging layers and the embedding get the plain model's lr (mmpretrain's Swin numbering)."""
+    from mmdet.registry import MODELS
+    from mmengine.config import Config
+    from mmengine.optim import build_optim_wrapper
+    from mmscalenet.engine.layer_decay import layer_id_fn
+    bb = Config.fromfile(osp.join(ROOT, 'configs', 'swin', 'scalenet_swin-t-s-depth_8xb128-100e_in1k.py')).model.backbone
+    optim = dict(type='OptimWrapper', constructor='ScaleNetLayerDecayOptimizerConstructor',
+                 paramwise_cfg=dict(decay_rate=0.9), optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05))
+
+    def groups(backbone_cfg):
+        with torch.device('meta'):
+            model = torch.nn.Module()
+            model.backbone = MODELS.build(backbone_cfg)
+        opt = build_optim_wrapper(model, optim).optimizer
+        return {n: (g['lr'], g['weight_decay']) for g in opt.param_groups for n in g['param_names']}, model
+
+    grown, model = groups(bb)
+    plain, _ = groups(dict(bb, depths=None, adapter=None))
+    assert tuple(p.depth for p in model.backbone.plans) == (2, 2, 18, 2)
+    shared = [n for n in grown if '.blocks.' in n]
+    assert len(shared) == len([n for n in plain if '.blocks.' in n]) > 12 * 10
+    for name in shared + [n for n in grown if 'downsample' in n or 'patch_embed' in n]:
+        assert grown[name] == plain[name], name
+
+    def lr(layer_id):   # N = 12 base blocks; mmpretrain: rate ** (N + 1 - id)
+        return pytest.approx(1e-3 * 0.9 ** (13 - layer_id))
+    assert grown['backbone.layers.2.blocks.5.attn.qkv.weight'] == (lr(2 + 2 + 5 + 1), 0.05)
+    assert grown['backbone.layers.2.downsample.reduction.weight'] == (lr(4), 0.05)   # after stage 1's last block
+    assert grown['backbone.patch_embed.proj.weight'] == (lr(0), 0.05)
+    assert grown['backbone.norm3.weight'] == (lr(13), 0.0)
+    # per-position parameters on the base scale: the deepest position of stage 2 trains like its deepest block
+    assert grown['backbone.layers.2.positions.17.adapter_mlp.up.weight'][0] == grown[
+        'backbone.layers.2.blocks.5.mlp.fc1.weight'][0]
+    assert grown['backbone.layers.2.positions.0.relative_position_bias_table'] == (lr(4 + 6 / 18), 0.0)
+    # 'deepest' / 'first' run over the grown depth, counted over the stages
+    layer_id, span = layer_id_fn(model.backbone, None, 'deepest')
+    assert span == 24 and layer_id('layers.2.blocks.1.mlp.fc1.weight') == 4 + 13 + 1   # block 1 runs at 1, 7, 13
+    assert layer_id_fn(model.backbone, 24, 'first')[0]('layers.3.positions.1.adapter_mlp.up.weight') == 22 + 2
+
+
 # ---- configs and detection ---------------------------------------------------------------------------------------
 def _tiny_backbone(bb):
     """Shrink a config's Swin backbone (ScaleNetSwin or mmdet's SwinTransformer) to a CPU-sized one in place."""
