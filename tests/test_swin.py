@@ -349,6 +349,183 @@ def test_own_checkpoint_round_trip_and_with_cp():
         assert (p.grad - ga[name].grad).abs().max() < 1e-5, name
 
 
+# ---- config() / from_config() and the ScaleNet-Swin checkpoint format ---------------------------------------------
+def test_config_round_trip_and_overrides():
+    import json
+    model = scalenet(GROWN, adapter=dict(type='LoRA', rank=2), mapping=['cyclic', [0, 1, 1], 'interleave', 'cyclic'],
+                     function_preserving=True, out_type='featmap', out_indices=(1, 3), drop_path_rate=0.2)
+    cfg = model.config()
+    assert json.loads(json.dumps(cfg)) == cfg   # plain JSON data
+    assert cfg['mapping'][1] == [0, 1, 1] and cfg['depths'] == list(GROWN) and 'drop_path_rate' not in cfg
+    again = ScaleNetSwin.from_config(cfg)
+    assert again.config() == cfg
+    assert {k: v.shape for k, v in again.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
+    assert ScaleNetSwin.from_config(cfg, drop_path_rate=0.1).layers[3].positions[2].drop_path > 0
+    deeper = ScaleNetSwin.from_config(cfg, depths=(2, 2, 6, 2))   # another plan: cyclic stages
+    assert deeper.config()['mapping'][2] == [0, 1, 0, 1, 0, 1]
+    assert ScaleNetSwin.from_config(cfg, out_type='pooled').out_indices == (3,)
+    with pytest.raises(ValueError, match=r"unknown keys \['drop_path_rate', 'foo'\]"):
+        ScaleNetSwin.from_config(dict(cfg, foo=1, drop_path_rate=0.1))
+
+
+def _run_checkpoint(model):
+    """What a training run writes for a Swin detector / classifier: ``backbone.``-prefixed tensors, other modules,
+    and ``meta['scalenet']`` from :func:`swin_scalenet_meta` (the meta hook's payload)."""
+    from mmscalenet.swin_checkpoint import swin_scalenet_meta
+    state = {f'backbone.{k}': v.clone() for k, v in model.state_dict().items()}
+    state['neck.conv.weight'] = torch.zeros(2, 2)
+    return {'state_dict': state, 'meta': {'scalenet': swin_scalenet_meta(model), 'scalenet_prefix': 'backbone.'}}
+
+
+def test_scalenet_swin_checkpoint_loads_at_the_same_and_other_plans(tmp_path):
+    from mmscalenet.checkpoint import CheckpointError
+    adapter = dict(type='ParallelAdapter', bottleneck=4)
+    grown = scalenet(GROWN, adapter=adapter)
+    grown.load_pretrained(tiny_timm_swin().state_dict())
+    _randomise(grown)
+    path = tmp_path / 'epoch_1.pth'
+    torch.save(_run_checkpoint(grown), path)
+    same = scalenet(GROWN, adapter=adapter)
+    report = same.load_pretrained(str(path))
+    assert report['layout'] == 'scalenet' and not report['new'] and not report['remapped']
+    x = torch.randn(1, 3, IMG, IMG)
+    with torch.no_grad():
+        assert torch.equal(same.eval()(x)[0], grown.eval()(x)[0])
+    # another depth: refused in one line that says how to build the checkpoint's backbone, unless allowed
+    with pytest.raises(CheckpointError) as info:
+        scalenet((2, 2, 6, 2), adapter=adapter).load_pretrained(str(path))
+    msg = str(info.value)
+    assert '\n' not in msg and 'model.backbone.depths="(2,3,5,3)"' in msg and 'allow_other_plan=True' in msg
+    other = scalenet((2, 2, 6, 2), adapter=adapter, init_cfg=dict(type='Pretrained', checkpoint=str(path),
+                                                                  allow_other_plan=True))
+    other.init_weights()
+    own = other.state_dict()
+    for key, value in grown.state_dict().items():
+        if '.positions.' not in key:   # shared blocks, patch embedding, merging, norms: as saved
+            assert torch.equal(own[key], value), key
+    for s, p, q in ((1, 1, 1), (2, 4, 4), (3, 0, 0)):   # positions with a counterpart keep their tensors
+        for rest in ('adapter_attn.up.weight', 'relative_position_bias_table'):
+            assert torch.equal(own[f'layers.{s}.positions.{p}.{rest}'], grown.state_dict()[f'layers.{s}.positions.{q}.{rest}'])
+    # stage 2 position 5 is new: zero adapter (starts as its block), bias table copied from block 1's original position
+    assert not own['layers.2.positions.5.adapter_attn.up.weight'].any()
+    assert torch.equal(own['layers.2.positions.5.relative_position_bias_table'],
+                       grown.state_dict()['layers.2.positions.1.relative_position_bias_table'])
+    # other adapters are refused whatever the plan; a ViT checkpoint is named as such
+    with pytest.raises(CheckpointError, match='model.backbone.adapter.bottleneck=4'):
+        scalenet(GROWN, adapter=dict(type='ParallelAdapter', bottleneck=8)).load_pretrained(str(path), True)
+    vit_meta = {'state_dict': dict(grown.state_dict()), 'meta': {'scalenet': {'arch': {'embed_dims': 32}}}}
+    with pytest.raises(CheckpointError, match='not a ScaleNetSwin'):
+        scalenet(GROWN, adapter=adapter).load_pretrained(vit_meta)
+    # per-position tensors without a recorded plan load only at the same depths
+    with pytest.raises(CheckpointError, match=r'\[2, 3, 5, 3\] positions per stage but no stage plans'):
+        scalenet((2, 2, 6, 2), adapter=adapter).load_pretrained(grown.state_dict())
+
+
+def test_save_and_load_swin_round_trip(tmp_path):
+    from mmscalenet.swin_checkpoint import load_swin, save_swin
+    grown = scalenet(GROWN, adapter=dict(type='LoRA', rank=2), function_preserving=True)
+    _randomise(grown)
+    head = {'weight': torch.randn(10, 256), 'bias': torch.randn(10)}
+    x = torch.randn(1, 3, IMG, IMG)
+    for name in ('grown.pth', 'grown.safetensors'):
+        save_swin(grown, str(tmp_path / name), head=head)
+        loaded, loaded_head = load_swin(str(tmp_path / name))
+        assert loaded.config() == grown.config() and torch.equal(loaded_head['weight'], head['weight'])
+        with torch.no_grad():
+            assert torch.equal(loaded.eval()(x)[0], grown.eval()(x)[0])
+    deeper, _ = load_swin(str(tmp_path / 'grown.pth'), depths=(2, 4, 6, 4))
+    assert deeper.config()['depths'] == [2, 4, 6, 4]
+    assert torch.equal(deeper.layers[2].blocks[1].mlp.fc1.weight, grown.layers[2].blocks[1].mlp.fc1.weight)
+
+
+# ---- tools/expand.py and tools/export.py with a Swin -------------------------------------------------------------
+def _tool(name):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(f'mmscalenet_{name}_tool', osp.join(ROOT, 'tools', f'{name}.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def test_expand_then_export_a_swin_through_the_tools(tmp_path, capsys):
+    """expand.py grows a timm Swin file (LoRA), export.py writes a plain timm Swin of the grown depths computing the
+    same logits; ParallelAdapter is refused with the shared format offered; bad depths write nothing."""
+    import json
+    from mmscalenet.swin_checkpoint import load_swin
+    expand, export = _tool('expand'), _tool('export')
+    ref = tiny_timm_swin(num_classes=10)
+    src = tmp_path / 'timm_swin.pth'
+    torch.save({'model': ref.state_dict()}, src)
+    arch = json.dumps(dict(TINY))
+    grown, plain = tmp_path / 'grown.pth', tmp_path / 'plain.pth'
+    assert expand([str(src), str(grown), '--arch', arch, '--depths', '2,3,4,2', '--adapter', 'lora', '--rank', '2',
+                   '--function-preserving', '--img-size', str(IMG)]) == 0
+    out = capsys.readouterr().out
+    assert 'stage 1: depth plan: 2 base layers -> 3 positions' in out and '| unique |' in out and f'wrote {grown}' in out
+    model, head = load_swin(str(grown))
+    assert model.config()['depths'] == [2, 3, 4, 2] and tuple(head['fc.weight'].shape) == (10, 256)
+    assert export([str(grown), str(plain)]) == 0
+    assert 'check: timm SwinTransformer output == ScaleNetSwin output' in capsys.readouterr().out
+    timm_model = timm_swin.SwinTransformer(**timm_swin_kwargs(model, num_classes=10)).eval()
+    timm_model.load_state_dict(torch.load(plain, weights_only=True))   # strict: a plain timm Swin
+    x = torch.randn(2, 3, IMG, IMG)
+    with torch.no_grad():   # function-preserving, zero LoRA B: the grown model is still the pretrained timm Swin
+        assert (timm_model(x) - ref(x)).abs().max() < 1e-5
+    parallel = tmp_path / 'parallel.pth'
+    assert expand(['--backbone', 'swin', str(src), str(parallel), '--arch', arch, '--depths', '2,2,4,2',
+                   '--img-size', str(IMG)]) == 0
+    assert export([str(parallel), str(tmp_path / 'no.pth')]) == 2
+    assert '--format scalenet' in capsys.readouterr().err and not (tmp_path / 'no.pth').exists()
+    assert export([str(parallel), str(tmp_path / 'shared.safetensors'), '--format', 'scalenet']) == 0
+    assert load_swin(str(tmp_path / 'shared.safetensors'))[0].config() == load_swin(str(parallel))[0].config()
+    with pytest.raises(SystemExit, match='stage 2: depth D=1 is smaller'):
+        expand([str(src), str(tmp_path / 'bad.pth'), '--arch', arch, '--depths', '2,2,1,2', '--img-size', str(IMG)])
+    assert not (tmp_path / 'bad.pth').exists()
+
+
+# ---- layer decay ----------------------------------------------------------------------------------------------------
+def test_layer_decay_gives_shared_swin_tensors_the_plain_swin_t_lr(mmdet_scope):
+    """'base' rule on the ImageNet config's backbone (Swin-T grown to S depths) against the plain Swin-T: every shared
+    tensor, the merging layers and the embedding get the plain model's lr (mmpretrain's Swin numbering)."""
+    from mmdet.registry import MODELS
+    from mmengine.config import Config
+    from mmengine.optim import build_optim_wrapper
+    from mmscalenet.engine.layer_decay import layer_id_fn
+    bb = Config.fromfile(osp.join(ROOT, 'configs', 'swin', 'scalenet_swin-t-s-depth_8xb128-100e_in1k.py')).model.backbone
+    optim = dict(type='OptimWrapper', constructor='ScaleNetLayerDecayOptimizerConstructor',
+                 paramwise_cfg=dict(decay_rate=0.9), optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05))
+
+    def groups(backbone_cfg):
+        with torch.device('meta'):
+            model = torch.nn.Module()
+            model.backbone = MODELS.build(backbone_cfg)
+        opt = build_optim_wrapper(model, optim).optimizer
+        return {n: (g['lr'], g['weight_decay']) for g in opt.param_groups for n in g['param_names']}, model
+
+    grown, model = groups(bb)
+    plain, _ = groups(dict(bb, depths=None, adapter=None))
+    assert tuple(p.depth for p in model.backbone.plans) == (2, 2, 18, 2)
+    shared = [n for n in grown if '.blocks.' in n]
+    assert len(shared) == len([n for n in plain if '.blocks.' in n]) > 12 * 10
+    for name in shared + [n for n in grown if 'downsample' in n or 'patch_embed' in n]:
+        assert grown[name] == plain[name], name
+
+    def lr(layer_id):   # N = 12 base blocks; mmpretrain: rate ** (N + 1 - id)
+        return pytest.approx(1e-3 * 0.9 ** (13 - layer_id))
+    assert grown['backbone.layers.2.blocks.5.attn.qkv.weight'] == (lr(2 + 2 + 5 + 1), 0.05)
+    assert grown['backbone.layers.2.downsample.reduction.weight'] == (lr(4), 0.05)   # after stage 1's last block
+    assert grown['backbone.patch_embed.proj.weight'] == (lr(0), 0.05)
+    assert grown['backbone.norm3.weight'] == (lr(13), 0.0)
+    # per-position parameters on the base scale: the deepest position of stage 2 trains like its deepest block
+    assert grown['backbone.layers.2.positions.17.adapter_mlp.up.weight'][0] == grown[
+        'backbone.layers.2.blocks.5.mlp.fc1.weight'][0]
+    assert grown['backbone.layers.2.positions.0.relative_position_bias_table'] == (lr(4 + 6 / 18), 0.0)
+    # 'deepest' / 'first' run over the grown depth, counted over the stages
+    layer_id, span = layer_id_fn(model.backbone, None, 'deepest')
+    assert span == 24 and layer_id('layers.2.blocks.1.mlp.fc1.weight') == 4 + 13 + 1   # block 1 runs at 1, 7, 13
+    assert layer_id_fn(model.backbone, 24, 'first')[0]('layers.3.positions.1.adapter_mlp.up.weight') == 22 + 2
+
+
 # ---- configs and detection ---------------------------------------------------------------------------------------
 def _tiny_backbone(bb):
     """Shrink a config's Swin backbone (ScaleNetSwin or mmdet's SwinTransformer) to a CPU-sized one in place."""

@@ -3,21 +3,11 @@
 # Swin-T 1x recipe (mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py, next to this file): AdamW lr 1e-4, wd 0.05, no decay on
 # norms and relative-position tables, 12 epochs, batch 16 (8 GPUs x 2).
 # mmdet model zoo, same schedule: Swin-T 1x box AP 42.7 / mask AP 39.3. No run of this config has been made yet.
-# Backbone weights: the ImageNet stage's grown model (configs/swin/scalenet_swin-t-s-depth_8xb128-100e_in1k.py):
+# Backbone (shared with the 3x config): _base_/scalenet-swin-t-s-depth_mask-rcnn.py. Weights of the ImageNet stage's
+# grown model (configs/swin/scalenet_swin-t-s-depth_8xb128-100e_in1k.py):
 #   --cfg-options model.backbone.init_cfg.checkpoint=work_dirs/<run>/best_*.pth
-# The default below starts from Microsoft's Swin-T file (the one mmdet's Swin-T config loads), grown at load time.
-_base_ = ['mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py', '../_base_/models/scalenet_backbones.py']
+# The default starts from Microsoft's Swin-T file (the one mmdet's Swin-T config loads), grown at load time.
+_base_ = ['mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py', './_base_/scalenet-swin-t-s-depth_mask-rcnn.py']
 default_scope = 'mmdet'
 custom_imports = dict(imports=['mmscalenet'], allow_failed_imports=False)
-pretrained = 'https://github.com/SwinTransformer/storage/releases/download/v1.0.0/swin_tiny_patch4_window7_224.pth'  # noqa
-model = dict(
-    backbone=dict(
-        _base_.scalenet_swin_t_s_depth,   # the entry the ImageNet stage uses too
-        _delete_=True,
-        img_size=224,
-        drop_path_rate=0.2,
-        out_type='featmap',
-        out_indices=(0, 1, 2, 3),
-        with_cp=False,
-        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
-    neck=dict(in_channels=[96, 192, 384, 768]))
+model = _base_.scalenet_swin_t_s_depth_mask_rcnn

@@ -6,27 +6,22 @@
 # 83.0 % top-1 (Swin paper); Swin-T 81.2 %. No run of this config has been made yet.
 # Another pretrained file (Microsoft's swin_tiny_patch4_window7_224.pth, an mmpretrain checkpoint):
 #   --cfg-options model.init_cfg.checkpoint=/path/to/file.pth
+# The classifier (head, label smoothing, DeiT's random erasing and Mixup / CutMix) is ScaleNetClassifier's of
+# ../_base_/models/scalenet_deit_cls.py with its ViT backbone replaced by the grown Swin.
 _base_ = [
+    '../_base_/models/scalenet_deit_cls.py',
     '../_base_/models/scalenet_backbones.py',
     '../_base_/datasets/imagenet_deit.py',
     '../_base_/schedules/deit_adamw_100e.py',   # lr 5e-4 x batch / 512 = Swin's 1e-3 at 1024, wd 0.05
     '../_base_/default_runtime_cls.py',
 ]
 model = dict(
-    type='ScaleNetClassifier',
     backbone=dict(
         _base_.scalenet_swin_t_s_depth,   # the entry the COCO configs use too
+        _delete_=True,
         img_size=224,
         drop_path_rate=0.3,
         out_type='pooled'),
-    num_classes=1000,
-    label_smoothing=0.1,
-    data_preprocessor=dict(
-        type='ScaleNetClsDataPreprocessor',
-        mean=[123.675, 116.28, 103.53],
-        std=[58.395, 57.12, 57.375],
-        random_erasing=dict(prob=0.25, mode='pixel', max_count=1),
-        mixup=dict(mixup_alpha=0.8, cutmix_alpha=1.0, prob=1.0, switch_prob=0.5, mode='batch')),
     # the checkpoint's 1000-class head (timm head.fc) is loaded as well
     init_cfg=dict(type='Pretrained', checkpoint='timm:swin_tiny_patch4_window7_224.ms_in1k'),
 )

@@ -20,11 +20,17 @@ chosen. ``paramwise_cfg.sharing_rule`` picks the rule:
     It gives the shared blocks of a grown DeiT-S ``rate ** (D - j)``, 1/72 of their plain-recipe lr at D = 24 and
     rate 0.7, so they barely train; kept only to reproduce old runs.
 
+Swin (``ScaleNetSwin``): the same rules, stage by stage, with mmpretrain's Swin numbering: blocks are counted over
+all stages (block j of stage s: ``sum(L[:s]) + j + 1``, N = sum of the stages' base depths under ``'base'``, of the
+grown depths otherwise), the per-position parameters of position p of stage s get ``sum(L[:s]) + (p + 1) * L_s /
+D_s`` under ``'base'``, patch merging the id of the last block before it, output norms N + 1. Under ``'base'`` a
+grown Swin-T trains every shared tensor at exactly the lr the plain Swin-T recipe gives it.
+
 lr = ``base_lr * decay_rate ** (N + 1 - layer_id)``, N = L for ``'base'`` and D otherwise; for a plain ViT
 (D = L, nothing shared) the three rules coincide with ViTDet's. ``docs/layer_decay.md`` has the comparison of the
 rules on the detection stand-in that chose the default. Weight decay is 0 for normalisation layers (anywhere in
 the model, as detectron2's ViTDet recipe does), position embeddings, the class token, relative-position tables
-and the function-preserving gates; ``base_wd`` for everything else. Every parameter is in exactly one group, and
+(the ViT's ``rel_pos_h`` / ``rel_pos_w``, Swin's bias tables) and the function-preserving gates; ``base_wd`` for everything else. Every parameter is in exactly one group, and
 a shared tensor is seen once.
 
 Config::
@@ -47,7 +53,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.instancenorm import _InstanceNorm
 
 # Parameter-name patterns (after the model prefix) that never get weight decay.
-NO_DECAY_PATTERNS = (r'(^|\.)pos_embed$', r'(^|\.)cls_token$', r'(^|\.)rel_pos_[hw]$', r'(^|\.)gate_(attn|mlp)$')
+NO_DECAY_PATTERNS = (r'(^|\.)pos_embed$', r'(^|\.)cls_token$', r'(^|\.)rel_pos_[hw]$', r'(^|\.)gate_(attn|mlp)$',
+                     r'(^|\.)relative_position_bias_table$')
 _KNOWN_KEYS = ('decay_rate', 'num_layers', 'decay_type', 'sharing_rule')
 
 
@@ -62,7 +69,7 @@ def find_backbone(model: nn.Module) -> Tuple[str, Optional[nn.Module]]:
         model = model.module
     if isinstance(getattr(model, 'backbone', None), nn.Module):
         return 'backbone.', model.backbone
-    if hasattr(model, 'blocks'):
+    if hasattr(model, 'blocks') or hasattr(model, 'plans'):   # a bare ViT / ScaleNetSwin
         return '', model
     return 'backbone.', None
 
@@ -70,52 +77,73 @@ def find_backbone(model: nn.Module) -> Tuple[str, Optional[nn.Module]]:
 SHARING_RULES = ('base', 'deepest', 'first')
 
 
+def _stages(backbone: Optional[nn.Module]) -> List[Tuple[str, int, Tuple[int, ...]]]:
+    """``(key prefix, base depth, sources)`` per stage: one for a ViT (grown or plain), one per stage for a
+    ``ScaleNetSwin`` (``layers.{s}.``); empty when the backbone has neither."""
+    if backbone is None:
+        return []
+    plans = getattr(backbone, 'plans', None)
+    if plans is not None:   # ScaleNetSwin: one plan per stage
+        return [(f'layers.{s}.', plan.base_depth, tuple(plan.sources)) for s, plan in enumerate(plans)]
+    plan = getattr(backbone, 'plan', None)
+    if plan is not None:
+        return [('', plan.base_depth, tuple(plan.sources))]
+    depth = len(getattr(backbone, 'blocks', []))   # a plain ViT with ``blocks.{i}``: the usual layer decay
+    return [('', depth, tuple(range(depth)))] if depth else []
+
+
 def layer_id_fn(model: nn.Module, num_layers: Optional[int] = None, sharing_rule: str = 'base'):
     """``(name -> layer id, N)`` for ``model``'s parameter names: lr scale = ``rate ** (N + 1 - layer id)``.
 
     N is the depth the decay runs over (the base depth L for ``sharing_rule='base'``, the grown depth D
     otherwise); ids may be fractional under ``'base'``. ``num_layers``, if given, must equal the grown depth D.
+    A ``ScaleNetSwin`` counts its blocks over all stages (mmpretrain's Swin layer decay: block j of stage s is
+    ``sum(depths[:s]) + j + 1``); its patch merging ``layers.{s}.downsample`` gets the id of the last block of
+    stage s - 1 (mmpretrain's layout ends stage s - 1 with it); output norms ``norm{i}`` are last (N + 1).
     """
     if sharing_rule not in SHARING_RULES:
         raise ValueError(f'paramwise_cfg.sharing_rule must be one of {list(SHARING_RULES)}, got {sharing_rule!r}')
     prefix, backbone = find_backbone(model)
-    plan = getattr(backbone, 'plan', None)
-    if plan is not None:
-        depth, base, sources = plan.depth, plan.base_depth, plan.sources
-    else:  # a plain ViT with ``blocks.{i}``: the usual layer decay
-        depth = len(getattr(backbone, 'blocks', [])) if backbone is not None else 0
-        base, sources = depth, tuple(range(depth))
+    stages = _stages(backbone)
+    depth = sum(len(sources) for _, _, sources in stages)
     if num_layers is not None and int(num_layers) != depth:
         raise ValueError(f'paramwise_cfg.num_layers={num_layers} but the backbone has depth {depth} (grown depth '
                          f'D for ScaleNet models): set num_layers={depth} or leave it out (it is read from the model)')
     if depth == 0:
         raise ValueError('ScaleNetLayerDecayOptimizerConstructor found no backbone with a depth plan or '
-                         '``blocks`` (expected model.backbone to be a ScaleNetViT or a ViT)')
-    if sharing_rule == 'base':
-        span = base
-        block_id = {j: j + 1 for j in range(base)}
-        position_id = {p: (p + 1) * base / depth for p in range(depth)}
-    else:
-        span = depth
-        uses: Dict[int, List[int]] = {}
-        for p, j in enumerate(sources):
-            uses.setdefault(j, []).append(p)
-        pick = max if sharing_rule == 'deepest' else min
-        block_id = {j: pick(ps) + 1 for j, ps in uses.items()}
-        position_id = {p: p + 1 for p in range(depth)}
+                         '``blocks`` (expected model.backbone to be a ScaleNetViT, a ScaleNetSwin or a ViT)')
+    span = sum(base for _, base, _ in stages) if sharing_rule == 'base' else depth
+    ids: Dict[Tuple[str, str, int], float] = {}   # (stage prefix, 'blocks' | 'positions', index) -> layer id
+    merging: Dict[str, float] = {}                # stage prefix -> id of its patch merging (Swin)
+    offset = 0
+    for stage, base, sources in stages:
+        D = len(sources)
+        merging[stage] = offset
+        if sharing_rule == 'base':
+            ids.update({(stage, 'blocks', j): offset + j + 1 for j in range(base)})
+            ids.update({(stage, 'positions', p): offset + (p + 1) * base / D for p in range(D)})
+            offset += base
+        else:
+            uses: Dict[int, List[int]] = {}
+            for p, j in enumerate(sources):
+                uses.setdefault(j, []).append(p)
+            pick = max if sharing_rule == 'deepest' else min
+            ids.update({(stage, 'blocks', j): offset + pick(ps) + 1 for j, ps in uses.items()})
+            ids.update({(stage, 'positions', p): offset + p + 1 for p in range(D)})
+            offset += D
     embed = re.compile(rf'^{re.escape(prefix)}(patch_embed\.|pos_embed$|cls_token$|dist_token$)')
-    block = re.compile(rf'^{re.escape(prefix)}blocks\.(\d+)\.')
-    position = re.compile(rf'^{re.escape(prefix)}positions\.(\d+)\.')
+    unit = re.compile(rf'^{re.escape(prefix)}(layers\.\d+\.)?(blocks|positions)\.(\d+)\.')
+    downsample = re.compile(rf'^{re.escape(prefix)}(layers\.\d+\.)downsample\.')
 
     def layer_id(name: str) -> float:
         if embed.match(name):
             return 0
-        m = block.match(name)
-        if m:
-            return block_id[int(m.group(1))]
-        m = position.match(name)
-        if m:
-            return position_id[int(m.group(1))]
+        m = unit.match(name)
+        if m and (m.group(1) or '', m.group(2), int(m.group(3))) in ids:
+            return ids[(m.group(1) or '', m.group(2), int(m.group(3)))]
+        m = downsample.match(name)
+        if m and m.group(1) in merging:
+            return merging[m.group(1)]
         return span + 1
 
     return layer_id, span
@@ -123,7 +151,8 @@ def layer_id_fn(model: nn.Module, num_layers: Optional[int] = None, sharing_rule
 
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()
 class ScaleNetLayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
-    """Layer-wise lr decay for grown ViTs; ``paramwise_cfg.sharing_rule`` places shared tensors (module doc)."""
+    """Layer-wise lr decay for grown ViTs and Swins; ``paramwise_cfg.sharing_rule`` places shared tensors (module
+    doc; the rule is checked by :func:`layer_id_fn`, when the groups are built)."""
 
     def __init__(self, optim_wrapper_cfg: dict, paramwise_cfg: Optional[dict] = None):
         paramwise_cfg = dict(paramwise_cfg or {})
@@ -136,9 +165,6 @@ class ScaleNetLayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
                              f'accepts {list(_KNOWN_KEYS)}')
         if paramwise_cfg.get('decay_type', 'layer_wise') != 'layer_wise':
             raise ValueError(f'only decay_type="layer_wise" is supported, got {paramwise_cfg["decay_type"]!r}')
-        rule = paramwise_cfg.get('sharing_rule', 'base')
-        if rule not in SHARING_RULES:
-            raise ValueError(f'paramwise_cfg.sharing_rule must be one of {list(SHARING_RULES)}, got {rule!r}')
         rate = paramwise_cfg['decay_rate']
         if not isinstance(rate, (int, float)) or not 0 < rate <= 1:
             raise ValueError(f'paramwise_cfg.decay_rate must be in (0, 1], got {rate!r}')

@@ -157,7 +157,7 @@ class ScaleNetClassifier(BaseModel):
             name = os.fspath(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else None
             report = load_into_backbone(self.backbone, obj, allow_other_plan, name=name)
         else:                                        # ScaleNetSwin: its own loader
-            report = self.backbone.load_pretrained(obj)
+            report = self.backbone.load_pretrained(obj, allow_other_plan)
         state, _ = split_checkpoint(obj)
         _, head = backbone_state_dict(state)
         if not head:   # timm Swin / ConvNeXt style classifier: head.fc.*

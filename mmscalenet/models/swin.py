@@ -52,6 +52,10 @@ SWIN_ARCHS: Dict[str, Dict[str, Any]] = {
 }
 SWIN_OUT_TYPES = ('featmap', 'pooled')
 SWIN_UNSHARED = ('norm', 'rel_pos')
+# what ScaleNetSwin.config() holds: the arguments that fix the architecture and the parameter set (out_type /
+# out_indices decide which output norms exist); drop_path_rate, with_cp and init_cfg are runtime overrides
+SWIN_CONFIG_KEYS = ('arch', 'depths', 'mapping', 'adapter', 'function_preserving', 'unshared', 'img_size',
+                    'in_channels', 'out_type', 'out_indices')
 _NORM_EPS = 1e-5  # timm's / Microsoft's Swin use nn.LayerNorm's default
 
 
@@ -81,6 +85,15 @@ def resolve_swin_arch(arch: Union[str, Mapping[str, Any]]) -> Dict[str, Any]:
         if d < 1 or h < 1 or (out['embed_dims'] << s) % h:
             raise ValueError(f'stage {s}: depth {d} and {h} heads do not fit width {out["embed_dims"] << s}')
     return out
+
+
+def _plain(value: Any) -> Any:
+    """Tuples to lists, recursively (JSON types only), for :meth:`ScaleNetSwin.config`."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
 
 
 def _stage_mappings(mapping: Any, num_stages: int) -> List[MappingSpec]:
@@ -392,12 +405,62 @@ class ScaleNetSwin(nn.Module):
         if self.init_cfg.get('type') != 'Pretrained' or not self.init_cfg.get('checkpoint'):
             raise ValueError(f'ScaleNetSwin supports init_cfg=dict(type="Pretrained", checkpoint=...), got '
                              f'{self.init_cfg!r}')
-        self.load_pretrained(self.init_cfg['checkpoint'])
+        self.load_pretrained(self.init_cfg['checkpoint'], bool(self.init_cfg.get('allow_other_plan', False)))
 
-    def load_pretrained(self, checkpoint: Union[str, Mapping[str, torch.Tensor]]) -> Dict[str, Any]:
-        """Load a timm / Microsoft / mmdet / mmpretrain / ScaleNet Swin checkpoint; returns the load report."""
+    def load_pretrained(self, checkpoint: Union[str, Mapping[str, torch.Tensor]], allow_other_plan: bool = False,
+                        **kwargs: Any) -> Dict[str, Any]:
+        """Load a timm / Microsoft / mmdet / mmpretrain / ScaleNet Swin checkpoint; returns the load report.
+
+        A ScaleNet-Swin checkpoint saved with other stage plans is refused unless ``allow_other_plan`` (then its
+        per-position parameters follow their base blocks, stage by stage); ``init_cfg=dict(...,
+        allow_other_plan=True)`` sets it. ``kwargs``: ``allow_nonfinite``, ``verify_checksum``, ``name``.
+        """
         from ..swin_checkpoint import load_into_swin
-        return load_into_swin(self, checkpoint)
+        return load_into_swin(self, checkpoint, allow_other_plan, **kwargs)
+
+    # ---- the shared config() / from_config() interface ---------------------------------------------------------
+    def config(self) -> Dict[str, Any]:
+        """Plain data (JSON types) rebuilding this architecture and parameter set with :meth:`from_config`.
+
+        The arch resolved to its dict, the grown depths, each stage's plan as its explicit source list, adapters,
+        gates, unshared tensors, pretraining size, input channels, and ``out_type`` / ``out_indices`` (they decide
+        which output norms exist). Runtime knobs (``drop_path_rate``, ``with_cp``, ``init_cfg``) are overrides.
+        """
+        return _plain({
+            'arch': dict(self.arch),
+            'depths': [p.depth for p in self.plans],
+            'mapping': [list(p.sources) for p in self.plans],
+            'adapter': dict(self.adapter_cfg) if self.adapter_cfg else None,
+            'function_preserving': bool(self.function_preserving),
+            'unshared': list(self.unshared),
+            'img_size': list(self.img_size),
+            'in_channels': int(self.patch_embed.proj.in_channels),
+            'out_type': self.out_type,
+            'out_indices': list(self.out_indices),
+        })
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any], **overrides: Any) -> 'ScaleNetSwin':
+        """Build the model :meth:`config` describes; ``overrides`` change any constructor argument.
+
+        Overriding ``depths`` without ``mapping`` grows every stage cyclically (the recorded explicit plans no longer
+        fit); an explicit per-stage ``mapping`` alone sets the depths of its list entries. Overriding ``out_type``
+        without ``out_indices`` takes that type's default outputs.
+        """
+        if not isinstance(cfg, Mapping):
+            raise TypeError(f'ScaleNetSwin.from_config needs a dict (ScaleNetSwin.config()), got {type(cfg).__name__}')
+        unknown = sorted(set(cfg) - set(SWIN_CONFIG_KEYS))
+        if unknown:
+            raise ValueError(f'ScaleNetSwin config has unknown keys {unknown}; it takes {list(SWIN_CONFIG_KEYS)}')
+        kw = dict(cfg)
+        if 'depths' in overrides and 'mapping' not in overrides:
+            kw['mapping'] = 'cyclic'
+        elif 'mapping' in overrides and 'depths' not in overrides and not isinstance(overrides['mapping'], str):
+            kw['depths'] = [d if isinstance(m, str) else len(m) for m, d in zip(overrides['mapping'], kw['depths'])]
+        if 'out_type' in overrides and 'out_indices' not in overrides:
+            kw.pop('out_indices', None)
+        kw.update(overrides)
+        return cls(**kw)
 
     def set_fused(self, fused: bool) -> 'ScaleNetSwin':
         """Fused adapter path (default) or the plain reference implementation."""
