@@ -20,8 +20,6 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout without installing
 
-from train import _DictAction  # noqa: E402  (tools/train.py: mmengine's DictAction, imported lazily)
-
 IMAGE_EXTS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 
 
@@ -38,10 +36,13 @@ def parse_args(argv=None):
     p.add_argument('--topk', type=int, default=5, help='classification: number of classes reported per image')
     p.add_argument('--show-dir', help='classification: folder for the images drawn with their top-k classes')
     p.add_argument('--device', default='cpu', help='device, e.g. cpu or cuda:0')
-    p.add_argument('--cfg-options', nargs='+', action=_DictAction, default={},
+    p.add_argument('--cfg-options', nargs='+', action='extend', default=[], metavar='KEY=VALUE',
                    help='override config keys, as for tools/train.py and tools/test.py (the model must be the one '
                         'the checkpoint was trained as)')
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    from mmscalenet.tools_common import parse_cfg_options
+    args.cfg_options = parse_cfg_options(p, args.cfg_options)
+    return args
 
 
 def is_classification_config(path: str) -> bool:

@@ -12,10 +12,7 @@ import os.path as osp
 import sys
 import traceback
 
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-
-from train import _DictAction  # noqa: E402  (tools/ is on sys.path)
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout without installing
 
 
 def parse_args(argv=None):
@@ -31,10 +28,13 @@ def parse_args(argv=None):
     p.add_argument('--show-dir', help='directory where painted images will be saved (relative to the work dir); '
                                       'classifiers: each image with its top-5 classes')
     p.add_argument('--wait-time', type=float, default=2, help='the interval of show (s)')
-    p.add_argument('--cfg-options', nargs='+', action=_DictAction, default={}, help='override config keys')
+    p.add_argument('--cfg-options', nargs='+', action='extend', default=[], metavar='KEY=VALUE',
+                   help='override config keys')
     p.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none', help='job launcher')
     p.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = p.parse_args(argv)
+    from mmscalenet.tools_common import parse_cfg_options
+    args.cfg_options = parse_cfg_options(p, args.cfg_options)
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     return args
@@ -70,16 +70,14 @@ def prepare(args):
 def main(argv=None):
     args = parse_args(argv)
     from mmscalenet.tools_common import (
-        ToolError, WorkDirGuard, build_runner_cfg, format_error, prepare_or_report, user_error_types)
+        ToolError, WorkDirGuard, build_runner_cfg, default_work_dir, format_error, prepare_or_report, user_error_types)
     cfg = prepare_or_report(args.config, lambda: prepare(args))
     if cfg is None:
         return 1
     errors = user_error_types()
-    work_dir = args.work_dir or cfg.get('work_dir', None) or osp.join(
-        './work_dirs', osp.splitext(osp.basename(args.config))[0])
-    guard = WorkDirGuard(work_dir)
+    guard = WorkDirGuard(default_work_dir(cfg, args.config, args.work_dir))
     try:
-        cfg = build_runner_cfg(cfg, args.config, work_dir=work_dir, launcher=args.launcher)
+        cfg = build_runner_cfg(cfg, args.config, work_dir=guard.work_dir, launcher=args.launcher)
         from mmengine.runner import Runner
         runner = Runner.from_cfg(cfg)
         try:
