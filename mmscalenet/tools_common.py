@@ -1,4 +1,5 @@
-"""Shared set-up of tools/train.py and tools/test.py: config loading with clear errors, work dir, resume.
+"""Shared set-up of the tools (train, test, infer, export, ...): arguments, config loading with clear errors, work dir,
+resume, output paths.
 
 Every user mistake found before training starts raises :class:`ToolError` with a message that names the file or
 the key; the tools print it and exit with status 1, without creating a work dir.
@@ -12,12 +13,11 @@ import sys
 from typing import Any, Callable, List, Mapping, Optional
 
 CONFIG_SUFFIXES = ('.py', '.json', '.yaml', '.yml')
-# Sections the Runner builds with a default class when the config gives no ``type`` (None: by ``by_epoch``).
+# The class mmengine's Runner builds for a section that gives no ``type`` (None: by ``by_epoch``); the Runner has no
+# API to ask for these defaults.
 _SECTION_TYPES = {'train_cfg': None, 'val_cfg': 'ValLoop', 'test_cfg': 'TestLoop', 'log_processor': 'LogProcessor',
                   'optim_wrapper': 'OptimWrapper', 'train_dataloader': 'DataLoader', 'val_dataloader': 'DataLoader',
                   'test_dataloader': 'DataLoader'}
-# Read by the model that owns it (ScaleNetViT's ``allow_other_plan``), not by the registered initialiser alone.
-_MODEL_READ = ('init_cfg',)
 
 
 class ToolError(Exception):
@@ -119,7 +119,7 @@ def _constructor_arguments(root: Mapping, node: Mapping, parents: List[str]) -> 
     """The keyword arguments of what ``node`` (reached through ``parents``) is built with; None: any key."""
     if not parents:
         return _runner_keys(root.get('runner_type', None))
-    if any(p in _MODEL_READ for p in parents):
+    if 'init_cfg' in parents:   # read by the model that owns it too (ScaleNetViT's allow_other_plan)
         return None
     kind = node.get('type')
     if kind is None and len(parents) == 1 and parents[0] in _SECTION_TYPES:
@@ -136,9 +136,10 @@ def _runner_keys(runner_type: Any = None) -> Optional[set]:
     (``compile``, ``model_wrapper_cfg``, ...), found by inspection so they follow the installed mmengine."""
     from mmengine.runner import Runner
     runner = _lookup(runner_type) if isinstance(runner_type, str) else (runner_type or Runner)
-    if not inspect.isclass(runner):
+    arguments = _accepted_arguments(runner) if inspect.isclass(runner) else None
+    if arguments is None:
         return None
-    keys = {'runner_type'} | (_accepted_arguments(runner) or set())
+    keys = {'runner_type'} | arguments
     for cls in runner.__mro__[:-1]:
         try:
             keys.update(re.findall(r"self\.cfg\.get\(\s*'(\w+)'", inspect.getsource(cls)))
@@ -189,13 +190,14 @@ def _unknown_key_message(full_key: str, here: str, parent: str, node: Mapping, p
     return f'--cfg-options key {full_key!r} is unknown: {parent} in {path} has no key {name!r}{accepts}.{hint}'
 
 
-def parse_cfg_options(parser, items: Optional[List[str]]) -> dict:
-    """``--cfg-options KEY=VALUE ...`` -> dict, with mmengine's ``DictAction`` value syntax. A malformed item is a
-    usage error of ``parser`` (status 2). The tools call this after ``parse_args``, so ``--help`` stays fast."""
+def finish_args(parser, args):
+    """What the tools do after ``parse_args`` (so ``--help`` stays fast, without OpenMMLab imports):
+    ``--cfg-options KEY=VALUE ...`` -> dict with mmengine's ``DictAction`` value syntax (a malformed item is a usage
+    error, status 2), and ``LOCAL_RANK`` from ``--local-rank`` for launchers that pass the flag."""
     import argparse
     from mmengine.config import DictAction
     options: dict = {}
-    for item in items or []:
+    for item in args.cfg_options or []:
         if '=' not in item or item.startswith('='):
             parser.error(f'--cfg-options expects KEY=VALUE items, got {item!r}')
         namespace = argparse.Namespace(cfg_options=options)
@@ -205,7 +207,15 @@ def parse_cfg_options(parser, items: Optional[List[str]]) -> dict:
             parser.error(f'--cfg-options: cannot parse {item!r} ({type(err).__name__}); values are numbers, '
                          f'strings, booleans, None, lists [a,b] and tuples (a,b); set dict keys one by one (a.b.c=1)')
         options = namespace.cfg_options
-    return options
+    args.cfg_options = options
+    if 'LOCAL_RANK' not in os.environ and getattr(args, 'local_rank', None) is not None:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def is_classifier(cfg) -> bool:
+    """Whether the config's model is a ``ScaleNetClassifier`` (scoped or not), not a detector."""
+    return str((cfg.get('model', None) or {}).get('type', '')).split('.')[-1] == 'ScaleNetClassifier'
 
 
 def default_work_dir(cfg, config_path: str, work_dir: Optional[str] = None) -> str:

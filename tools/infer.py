@@ -40,16 +40,16 @@ def parse_args(argv=None):
                    help='override config keys, as for tools/train.py and tools/test.py (the model must be the one '
                         'the checkpoint was trained as)')
     args = p.parse_args(argv)
-    from mmscalenet.tools_common import parse_cfg_options
-    args.cfg_options = parse_cfg_options(p, args.cfg_options)
-    return args
+    from mmscalenet.tools_common import finish_args
+    return finish_args(p, args)
 
 
 def is_classification_config(path: str) -> bool:
     """Whether the config's model is a ``ScaleNetClassifier`` (read without importing OpenMMLab's models)."""
     from mmengine.config import Config
-    import mmscalenet  # noqa: F401  (mmscalenet:: bases)
-    return str(Config.fromfile(path).model.get('type', '')).split('.')[-1] == 'ScaleNetClassifier'
+
+    from mmscalenet.tools_common import is_classifier   # registers mmscalenet (mmscalenet:: bases) too
+    return is_classifier(Config.fromfile(path))
 
 
 def check_args(args):

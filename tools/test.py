@@ -7,7 +7,6 @@ keys and checkpoints print one line naming the file or key and exit with status 
 evaluation completes.
 """
 import argparse
-import os
 import os.path as osp
 import sys
 import traceback
@@ -33,15 +32,12 @@ def parse_args(argv=None):
     p.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none', help='job launcher')
     p.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = p.parse_args(argv)
-    from mmscalenet.tools_common import parse_cfg_options
-    args.cfg_options = parse_cfg_options(p, args.cfg_options)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    from mmscalenet.tools_common import finish_args
+    return finish_args(p, args)
 
 
 def prepare(args):
-    from mmscalenet.tools_common import ToolError, check_checkpoint_file, load_config
+    from mmscalenet.tools_common import ToolError, check_checkpoint_file, is_classifier, load_config
     check_checkpoint_file(args.checkpoint)
     if args.out is not None and not args.out.endswith(('.pkl', '.pickle')):
         raise ToolError(f'--out must be a .pkl file, got {args.out}')
@@ -51,7 +47,7 @@ def prepare(args):
         raise ToolError(f'{args.config} cannot be tested: it has no {", ".join(missing)}')
     cfg.load_from = None      # loaded strictly below, not by mmengine's lenient load_from
     cfg.resume = False
-    if args.show_dir and str(cfg.model.get('type', '')).split('.')[-1] == 'ScaleNetClassifier':
+    if args.show_dir and is_classifier(cfg):
         # classifiers: each test image drawn with its top-5 classes (names from the test set's metainfo)
         cfg.custom_hooks = list(cfg.get('custom_hooks', None) or []) + [
             dict(type='ScaleNetClsVisualizationHook', out_dir=args.show_dir, topk=5)]
@@ -69,8 +65,8 @@ def prepare(args):
 
 def main(argv=None):
     args = parse_args(argv)
-    from mmscalenet.tools_common import (
-        ToolError, WorkDirGuard, build_runner_cfg, default_work_dir, format_error, prepare_or_report, user_error_types)
+    from mmscalenet.tools_common import (ToolError, WorkDirGuard, build_runner_cfg, default_work_dir, format_error,
+                                         is_classifier, prepare_or_report, user_error_types)
     cfg = prepare_or_report(args.config, lambda: prepare(args))
     if cfg is None:
         return 1
@@ -88,7 +84,7 @@ def main(argv=None):
                             f'backbone-only ScaleNet checkpoint goes into model.backbone.init_cfg for training)') \
                 from None
         if args.out is not None:
-            if str(cfg.model.get('type', '')).split('.')[-1] == 'ScaleNetClassifier':
+            if is_classifier(cfg):
                 # one dict per image: pred_score (all classes), pred_label, gt_label, img_path / sample_idx
                 from mmengine.evaluator import DumpResults
                 runner.test_evaluator.metrics.append(DumpResults(out_file_path=args.out))

@@ -43,11 +43,8 @@ def parse_args(argv=None):
     p.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none', help='job launcher')
     p.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = p.parse_args(argv)
-    from mmscalenet.tools_common import parse_cfg_options
-    args.cfg_options = parse_cfg_options(p, args.cfg_options)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    from mmscalenet.tools_common import finish_args
+    return finish_args(p, args)
 
 
 def prepare(args):

@@ -31,9 +31,8 @@ def parse_args(argv=None):
     p.add_argument('--cfg-options', nargs='+', action='extend', default=[], metavar='KEY=VALUE',
                    help='override config keys')
     args = p.parse_args(argv)
-    from mmscalenet.tools_common import parse_cfg_options
-    args.cfg_options = parse_cfg_options(p, args.cfg_options)
-    return args
+    from mmscalenet.tools_common import finish_args
+    return finish_args(p, args)
 
 
 def backbone_cfg(cfg):
