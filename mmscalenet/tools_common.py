@@ -252,9 +252,10 @@ def latest_checkpoint(work_dir: str) -> Optional[str]:
     if osp.isfile(osp.join(work_dir, 'last_checkpoint')):   # mmengine logs a line when the pointer is missing
         from mmengine.runner import find_latest_checkpoint
         target = find_latest_checkpoint(work_dir)
-        for path in (target, osp.join(work_dir, osp.basename(target or ''))):
-            if target and osp.isfile(path):
-                return path
+        if target:
+            for path in (target, osp.join(work_dir, osp.basename(target))):
+                if osp.isfile(path):
+                    return path
     found = []
     for name in os.listdir(work_dir):
         m = re.fullmatch(r'(epoch|iter)_(\d+)\.pth', name)
