@@ -3,15 +3,14 @@
 ``import mmscalenet`` registers every component into mmdet's registries (configs use ``default_scope='mmdet'`` and
 ``custom_imports=dict(imports=['mmscalenet'])``). The method itself (``mmscalenet.expansion``,
 ``mmscalenet.models.ScaleNetViT``, ``mmscalenet.checkpoint``) needs only torch, so it also works where OpenMMLab is
-not installed; then nothing is registered and ``REGISTRATION_ERROR`` says why.
+not installed; then nothing is registered.
 """
 __version__ = '0.1.0'
 
-REGISTRATION_ERROR = None
 try:
     import mmdet  # noqa: F401  (mmdet pulls mmengine and mmcv)
-except ImportError as err:  # torch-only use: benchmarks, export, expansion
-    REGISTRATION_ERROR = err
+except ImportError:  # torch-only use: benchmarks, export, expansion
+    pass
 else:
     from . import registry  # noqa: F401,E402
 

@@ -75,19 +75,6 @@ def apply_fully_shard(model: nn.Module, mesh: Optional[Any] = None, **kwargs: An
     return model
 
 
-def fsdp1_wrap_policy():
-    """For FSDP1 (``FullyShardedDataParallel(auto_wrap_policy=...)``): one unit per ScaleNet backbone.
-
-    FSDP1 wraps single modules, and a shared block and its positions are siblings in different ``ModuleList`` s, so
-    the finest split that keeps each shared tensor in one unit is the whole backbone. Prefer FSDP2
-    (:func:`apply_fully_shard`), which groups them per layer.
-    """
-    from torch.distributed.fsdp.wrap import ModuleWrapPolicy
-
-    from .models.vit import ScaleNetViT
-    return ModuleWrapPolicy({ScaleNetViT})
-
-
 def init_cpu_distributed(launcher: str, backend: str = 'gloo', timeout_s: Optional[float] = None) -> bool:
     """Start the process group on a machine without GPUs, before mmengine's Runner does.
 

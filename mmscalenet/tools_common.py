@@ -1,4 +1,5 @@
-"""Shared set-up of tools/train.py and tools/test.py: config loading with clear errors, work dir, resume.
+"""Shared set-up of the tools (train, test, infer, export, ...): arguments, config loading with clear errors, work dir,
+resume, output paths.
 
 Every user mistake found before training starts raises :class:`ToolError` with a message that names the file or
 the key; the tools print it and exit with status 1, without creating a work dir.
@@ -12,19 +13,11 @@ import sys
 from typing import Any, Callable, List, Mapping, Optional
 
 CONFIG_SUFFIXES = ('.py', '.json', '.yaml', '.yml')
-# Top-level keys a config may gain through --cfg-options although the file does not set them: Runner arguments.
-_RUNNER_KEYS = ('work_dir', 'resume', 'load_from', 'launcher', 'default_scope', 'log_level', 'custom_hooks',
-                'auto_scale_lr', 'randomness', 'experiment_name', 'model_wrapper_cfg', 'env_cfg', 'log_processor',
-                'visualizer', 'default_hooks', 'train_cfg', 'val_cfg', 'test_cfg', 'val_dataloader',
-                'val_evaluator', 'test_dataloader', 'test_evaluator', 'param_scheduler', 'optim_wrapper',
-                'runner_type', 'cfg', 'compile', 'strategy')
-# Untyped dicts whose constructor is known, so --cfg-options may add their arguments.
-_IMPLICIT_TYPES = {'train_cfg': None, 'val_cfg': 'ValLoop', 'test_cfg': 'TestLoop', 'log_processor': 'LogProcessor',
-                   'optim_wrapper': 'OptimWrapper', 'train_dataloader': 'DataLoader', 'val_dataloader': 'DataLoader',
-                   'test_dataloader': 'DataLoader'}
-_FREE_FORM = ('paramwise_cfg', 'custom_keys', 'env_cfg', 'mp_cfg', 'dist_cfg', 'randomness', 'metainfo',
-              'dataset_meta', 'backend_args', 'file_client_args', 'auto_scale_lr', 'data_prefix', 'init_cfg',
-              'clip_grad', 'loss_scale', 'meta', 'cfg', 'kwargs', 'ann_file', 'resource_limit')
+# The class mmengine's Runner builds for a section that gives no ``type`` (None: by ``by_epoch``); the Runner has no
+# API to ask for these defaults.
+_SECTION_TYPES = {'train_cfg': None, 'val_cfg': 'ValLoop', 'test_cfg': 'TestLoop', 'log_processor': 'LogProcessor',
+                  'optim_wrapper': 'OptimWrapper', 'train_dataloader': 'DataLoader', 'val_dataloader': 'DataLoader',
+                  'test_dataloader': 'DataLoader'}
 
 
 class ToolError(Exception):
@@ -76,36 +69,37 @@ def follow_depth_override(cfg, options: Mapping[str, Any]) -> None:
 def check_cfg_options(cfg, options: Mapping[str, Any], path: str = 'the config') -> None:
     """Refuse ``--cfg-options`` keys that the config does not have and that nothing would accept.
 
-    A key may be new only where its parent builds a registered class (``type=...``) whose constructor takes that
-    argument, or is a Runner argument at the top level, or sits inside a free-form dict (``paramwise_cfg``, ...).
+    A key may be new where a constructor takes it: at the top level the runner's (its arguments and the keys it
+    reads from the config), in a dict with ``type=...`` that registered class's, in an untyped Runner section the
+    class the Runner builds for it. Any other dict (``arch``, ``paramwise_cfg``, ``metainfo``, an ``init_cfg``) is
+    read by its owner, which reports its own mistakes. Unknown top-level keys matter most: mmengine ignores them.
     """
     # mmengine's `KEY._delete_=True`: KEY is replaced by the dict the other `KEY.*` options build
     replaced = [k[:-len('._delete_')] for k, v in options.items() if k.endswith('._delete_') and v]
+    root: Any = cfg._cfg_dict if hasattr(cfg, '_cfg_dict') else cfg
     for full_key in options:
         parts = full_key.split('.')
         if not full_key or any(not p for p in parts):
             raise ToolError(f'--cfg-options key {full_key!r} is malformed (empty part)')
         if any(full_key.startswith(prefix + '.') for prefix in replaced):
             continue
-        node: Any = cfg._cfg_dict if hasattr(cfg, '_cfg_dict') else cfg
+        node = root
         for depth, part in enumerate(parts):
-            here = '.'.join(parts[:depth + 1])
+            here, parent = '.'.join(parts[:depth + 1]), '.'.join(parts[:depth])
             if node is None:   # mmengine cannot merge keys into None
-                raise ToolError(f'--cfg-options key {full_key!r}: {".".join(parts[:depth])} is None in {path}, '
-                                f'so it has no keys to set; give it a dict in the config (or a config that '
-                                f'inherits from it) first')
+                raise ToolError(f'--cfg-options key {full_key!r}: {parent} is None in {path}, so it has no keys to '
+                                f'set; give it a dict in the config (or a config that inherits from it) first')
             if isinstance(node, (list, tuple)):
                 if not re.fullmatch(r'\d+', part):
-                    raise ToolError(f'--cfg-options key {full_key!r}: {".".join(parts[:depth])} is a list, so the '
-                                    f'next part must be an index, got {part!r}')
+                    raise ToolError(f'--cfg-options key {full_key!r}: {parent} is a list, so the next part must be '
+                                    f'an index, got {part!r}')
                 if int(part) >= len(node):
-                    raise ToolError(f'--cfg-options key {full_key!r}: {".".join(parts[:depth])} has only '
-                                    f'{len(node)} entries')
+                    raise ToolError(f'--cfg-options key {full_key!r}: {parent} has only {len(node)} entries')
                 node = node[int(part)]
                 continue
             if not isinstance(node, Mapping):
-                raise ToolError(f'--cfg-options key {full_key!r}: {".".join(parts[:depth])} is a '
-                                f'{type(node).__name__}, not a dict, so it has no key {part!r}')
+                raise ToolError(f'--cfg-options key {full_key!r}: {parent} is a {type(node).__name__}, not a dict, '
+                                f'so it has no key {part!r}')
             if part in node:
                 node = node[part]
                 # a component (a dict with a type) replaced by a plain value is a mistake; other dicts may be
@@ -115,28 +109,43 @@ def check_cfg_options(cfg, options: Mapping[str, Any], path: str = 'the config')
                     raise ToolError(f'--cfg-options {full_key}={options[full_key]!r}: {full_key} is a dict in '
                                     f'{path}; set its keys one by one ({full_key}.KEY=VALUE)')
                 continue
-            parent = '.'.join(parts[:depth]) or '<top level>'
-            if _may_add(node, part, parts[:depth]):
+            accepted = _constructor_arguments(root, node, parts[:depth])
+            if accepted is None or part in accepted:
                 break   # a new key (and anything below it) is fine here
-            raise ToolError(_unknown_key_message(full_key, here, parent, node, path))
+            raise ToolError(_unknown_key_message(full_key, here, parent or '<top level>', node, path, accepted))
 
 
-def _may_add(node: Mapping, key: str, parents: List[str]) -> bool:
+def _constructor_arguments(root: Mapping, node: Mapping, parents: List[str]) -> Optional[set]:
+    """The keyword arguments of what ``node`` (reached through ``parents``) is built with; None: any key."""
     if not parents:
-        return key in _RUNNER_KEYS
-    if any(p in _FREE_FORM for p in parents):
-        return True
+        return _runner_keys(root.get('runner_type', None))
+    if 'init_cfg' in parents:   # read by the model that owns it too (ScaleNetViT's allow_other_plan)
+        return None
     kind = node.get('type')
-    if kind is None and parents[-1] in _IMPLICIT_TYPES and len(parents) == 1:
-        kind = _IMPLICIT_TYPES[parents[-1]] or ('EpochBasedTrainLoop' if node.get('by_epoch', True)
-                                                else 'IterBasedTrainLoop')
+    if kind is None and len(parents) == 1 and parents[0] in _SECTION_TYPES:
+        kind = _SECTION_TYPES[parents[0]] or ('EpochBasedTrainLoop' if node.get('by_epoch', True)
+                                              else 'IterBasedTrainLoop')
         if kind == 'DataLoader':
             import torch.utils.data
             kind = torch.utils.data.DataLoader
-    if kind is None:
-        return False
-    accepted = _accepted_arguments(kind)
-    return accepted is None or key in accepted
+    return None if kind is None else _accepted_arguments(kind)
+
+
+def _runner_keys(runner_type: Any = None) -> Optional[set]:
+    """Top-level keys the runner uses: its constructor's arguments and what it reads with ``self.cfg.get(KEY)``
+    (``compile``, ``model_wrapper_cfg``, ...), found by inspection so they follow the installed mmengine."""
+    from mmengine.runner import Runner
+    runner = _lookup(runner_type) if isinstance(runner_type, str) else (runner_type or Runner)
+    arguments = _accepted_arguments(runner) if inspect.isclass(runner) else None
+    if arguments is None:
+        return None
+    keys = {'runner_type'} | arguments
+    for cls in runner.__mro__[:-1]:
+        try:
+            keys.update(re.findall(r"self\.cfg\.get\(\s*'(\w+)'", inspect.getsource(cls)))
+        except (OSError, TypeError):
+            pass
+    return keys
 
 
 def _accepted_arguments(kind: Any) -> Optional[set]:
@@ -154,21 +163,15 @@ def _accepted_arguments(kind: Any) -> Optional[set]:
 
 
 def _lookup(name: str):
+    """The class or function registered as ``name`` in any of mmdet's registries (each falls back to mmengine's)."""
     try:
         from mmdet import registry as reg
+        from mmengine.registry import Registry
     except ImportError:
         return None
-    scope_name = None
-    if isinstance(name, str) and '.' in name:
-        scope_name, name = name.split('.', 1)
-    for attr in ('MODELS', 'DATASETS', 'TRANSFORMS', 'HOOKS', 'METRICS', 'OPTIMIZERS', 'OPTIM_WRAPPERS',
-                 'OPTIM_WRAPPER_CONSTRUCTORS', 'PARAM_SCHEDULERS', 'DATA_SAMPLERS', 'LOOPS', 'VISUALIZERS',
-                 'VISBACKENDS', 'LOG_PROCESSORS', 'TASK_UTILS', 'EVALUATOR', 'RUNNERS', 'MODEL_WRAPPERS'):
-        registry = getattr(reg, attr, None)
-        if registry is None:
-            continue
+    for registry in (r for r in vars(reg).values() if isinstance(r, Registry)):
         try:
-            found = registry.get(name if scope_name is None else f'{scope_name}.{name}')
+            found = registry.get(name)
         except (KeyError, ImportError):
             found = None
         if found is not None:
@@ -176,28 +179,54 @@ def _lookup(name: str):
     return None
 
 
-def _unknown_key_message(full_key: str, here: str, parent: str, node: Mapping, path: str) -> str:
+def _unknown_key_message(full_key: str, here: str, parent: str, node: Mapping, path: str,
+                         accepted: set) -> str:
     import difflib
-    options = sorted(str(k) for k in node.keys())
-    close = difflib.get_close_matches(here.rsplit('.', 1)[-1], options, n=3)
+    name = here.rsplit('.', 1)[-1]
+    close = difflib.get_close_matches(name, sorted(str(k) for k in node.keys()), n=3)
     hint = f' Did you mean {", ".join(repr(c) for c in close)}?' if close else ''
-    kind = node.get('type') if isinstance(node, Mapping) else None
-    accepts = ''
-    if kind is not None:
-        accepted = _accepted_arguments(kind)
-        if accepted:
-            accepts = f' ({kind} accepts: {", ".join(sorted(accepted))})'
-    return (f'--cfg-options key {full_key!r} is unknown: {parent} in {path} has no key '
-            f'{here.rsplit(".", 1)[-1]!r}{accepts}.{hint}')
+    kind = node.get('type')
+    accepts = f' ({kind} accepts: {", ".join(sorted(accepted))})' if kind is not None and accepted else ''
+    return f'--cfg-options key {full_key!r} is unknown: {parent} in {path} has no key {name!r}{accepts}.{hint}'
+
+
+def finish_args(parser, args):
+    """What the tools do after ``parse_args`` (so ``--help`` stays fast, without OpenMMLab imports):
+    ``--cfg-options KEY=VALUE ...`` -> dict with mmengine's ``DictAction`` value syntax (a malformed item is a usage
+    error, status 2), and ``LOCAL_RANK`` from ``--local-rank`` for launchers that pass the flag."""
+    import argparse
+    from mmengine.config import DictAction
+    options: dict = {}
+    for item in args.cfg_options or []:
+        if '=' not in item or item.startswith('='):
+            parser.error(f'--cfg-options expects KEY=VALUE items, got {item!r}')
+        namespace = argparse.Namespace(cfg_options=options)
+        try:   # one at a time: mmengine's parser recurses forever on some values (e.g. dict(...))
+            DictAction(['--cfg-options'], 'cfg_options')(parser, namespace, [item], '--cfg-options')
+        except (RecursionError, ValueError, SyntaxError) as err:
+            parser.error(f'--cfg-options: cannot parse {item!r} ({type(err).__name__}); values are numbers, '
+                         f'strings, booleans, None, lists [a,b] and tuples (a,b); set dict keys one by one (a.b.c=1)')
+        options = namespace.cfg_options
+    args.cfg_options = options
+    if 'LOCAL_RANK' not in os.environ and getattr(args, 'local_rank', None) is not None:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def is_classifier(cfg) -> bool:
+    """Whether the config's model is a ``ScaleNetClassifier`` (scoped or not), not a detector."""
+    return str((cfg.get('model', None) or {}).get('type', '')).split('.')[-1] == 'ScaleNetClassifier'
+
+
+def default_work_dir(cfg, config_path: str, work_dir: Optional[str] = None) -> str:
+    """``--work-dir`` > the config's ``work_dir`` > ``./work_dirs/CONFIG_NAME``."""
+    return work_dir or cfg.get('work_dir', None) or osp.join('./work_dirs', osp.splitext(osp.basename(config_path))[0])
 
 
 def build_runner_cfg(cfg, config_path: str, work_dir: Optional[str] = None, launcher: str = 'none'):
-    """Set launcher and work dir (``--work-dir`` > config > ``work_dirs/CONFIG_NAME``); creates the folder."""
+    """Set launcher and work dir (:func:`default_work_dir`); creates the folder."""
     cfg.launcher = launcher
-    if work_dir is not None:
-        cfg.work_dir = work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config_path))[0])
+    cfg.work_dir = default_work_dir(cfg, config_path, work_dir)
     if osp.isfile(cfg.work_dir):
         raise ToolError(f'work dir {cfg.work_dir} is an existing file')
     os.makedirs(cfg.work_dir, exist_ok=True)
@@ -215,18 +244,20 @@ def add_default_hooks(cfg) -> None:
 
 
 def latest_checkpoint(work_dir: str) -> Optional[str]:
-    """The checkpoint to resume from: ``last_checkpoint``'s target when it is a complete file, else the newest
-    ``epoch_N.pth`` / ``iter_N.pth`` (a run killed while writing the pointer still resumes)."""
-    pointer = osp.join(work_dir, 'last_checkpoint')
-    if osp.isfile(pointer):
-        with open(pointer) as f:
-            target = f.read().strip()
-        if target and osp.isfile(target):
-            return target
-        if target and osp.isfile(osp.join(work_dir, osp.basename(target))):
-            return osp.join(work_dir, osp.basename(target))
+    """The checkpoint to resume from: ``last_checkpoint``'s target (mmengine's ``find_latest_checkpoint``) when
+    it is a complete file, also after the work dir moved; else the newest ``epoch_N.pth`` / ``iter_N.pth`` (a run
+    killed while writing the pointer still resumes)."""
+    if not osp.isdir(work_dir):
+        return None
+    if osp.isfile(osp.join(work_dir, 'last_checkpoint')):   # mmengine logs a line when the pointer is missing
+        from mmengine.runner import find_latest_checkpoint
+        target = find_latest_checkpoint(work_dir)
+        if target:
+            for path in (target, osp.join(work_dir, osp.basename(target))):
+                if osp.isfile(path):
+                    return path
     found = []
-    for name in os.listdir(work_dir) if osp.isdir(work_dir) else []:
+    for name in os.listdir(work_dir):
         m = re.fullmatch(r'(epoch|iter)_(\d+)\.pth', name)
         if m:
             found.append((int(m.group(2)), osp.getmtime(osp.join(work_dir, name)), name))

@@ -104,6 +104,10 @@ def test_loss_is_label_smoothed_cross_entropy_without_mixup():
     labels = torch.cat([s.gt_label for s in data['data_samples']])
     # timm's smoothing (off value eps/K) is PyTorch's label_smoothing convention
     expected = torch.nn.functional.cross_entropy(logits, labels, label_smoothing=0.1)
+    # the preprocessor's soft targets (timm's mixup_target without mixing): the smoothed one-hot, spelled out
+    smoothed = torch.full((4, 10), 0.1 / 10).scatter_(1, labels.view(-1, 1), 1 - 0.1 + 0.1 / 10)
+    torch.testing.assert_close(torch.stack([s.gt_score for s in data['data_samples']]), smoothed, rtol=0, atol=0)
+    torch.testing.assert_close(model.loss(logits, data['data_samples']), expected)
     for s in data['data_samples']:
         del s.gt_score
     torch.testing.assert_close(model.loss(logits, data['data_samples']), expected)
@@ -324,13 +328,14 @@ def test_extract_backbone(tmp_path, mmdet_scope):
 def test_demo_summary_merges_and_table(tmp_path):
     import json
 
-    from mmscalenet.demo.classification import _merge_summary, markdown_table
+    from mmscalenet.demo import merge_summary
+    from mmscalenet.demo.classification import markdown_table
     path = str(tmp_path / 'summary.json')
     with open(path, 'w') as f:
         json.dump({'detection': {'base': {'bbox_mAP': 0.5}}}, f)
     row = dict(depth=4, epochs=3, params=1000, top1=90.0, train_seconds=1.0, top1_per_epoch=[80.0, 90.0])
     section = dict(base=row, scalenet=dict(row, depth=8, epochs=1, top1=95.0), scratch=dict(row, depth=8))
-    _merge_summary(path, section)
+    merge_summary(str(tmp_path), 'classification', section)
     with open(path) as f:
         summary = json.load(f)
     assert summary['detection'] == {'base': {'bbox_mAP': 0.5}}  # the detection half's keys survive
@@ -347,7 +352,7 @@ def test_same_seed_same_weights_at_a_fixed_thread_count(mmdet_scope):
     (CPU kernels split reductions by thread count, so 1 and 2 threads round differently; measured 2.4e-5 after 20
     steps of this model, which training then amplifies. The demo pins the count: ``single_threaded``.)
     """
-    from mmscalenet.demo.classification import single_threaded
+    from mmscalenet.demo.jobs import single_threaded
     cfg = Config.fromfile(osp.join(ROOT, 'configs', 'demo', 'digits_cls_base.py'))
 
     def train():

@@ -67,4 +67,9 @@ def test_resume_survives_a_broken_last_checkpoint_pointer(tmp_path):
     assert latest_checkpoint(str(tmp_path)) == str(tmp_path / 'epoch_2.pth')
     (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'epoch_1.pth'))
     assert latest_checkpoint(str(tmp_path)) == str(tmp_path / 'epoch_1.pth')
+    (tmp_path / 'last_checkpoint').write_text('/moved/away/epoch_1.pth')   # the work dir was moved or copied
+    assert latest_checkpoint(str(tmp_path)) == str(tmp_path / 'epoch_1.pth')
+    (tmp_path / 'last_checkpoint').unlink()
+    (tmp_path / 'iter_30.pth').write_bytes(b'x')               # iteration-based runs: the highest count wins
+    assert latest_checkpoint(str(tmp_path)) == str(tmp_path / 'iter_30.pth')
     assert latest_checkpoint(str(tmp_path / 'nothing')) is None

@@ -107,7 +107,10 @@ def test_new_but_valid_cfg_options_keys_accepted():
                             'train_cfg.val_begin': 2,                             # EpochBasedTrainLoop argument
                             'default_hooks.checkpoint.max_keep_ckpts': 2,         # CheckpointHook argument
                             'train_dataloader.persistent_workers': False,         # torch DataLoader argument
-                            'param_scheduler.0.end': 5, 'load_from': 'a.pth'})
+                            'param_scheduler.0.end': 5, 'load_from': 'a.pth',
+                            'compile': True, 'model_wrapper_cfg.find_unused_parameters': True})  # Runner reads them
+    with pytest.raises(ToolError, match="'test_cfg.bogus' is unknown.*TestLoop accepts"):
+        check_cfg_options(cfg, {'test_cfg.bogus': 1})
     with pytest.raises(ToolError, match="'train_dataloader.bogus' is unknown"):
         check_cfg_options(cfg, {'train_dataloader.bogus': 1})
     with pytest.raises(ToolError, match='model.backbone.init_cfg is None'):   # mmengine cannot merge into None

@@ -43,7 +43,7 @@ def parse_args(argv=None):
 
 
 def find_checkpoint(src: str) -> str:
-    """A file as it is; a work dir -> its best-top-1 checkpoint, else the one ``last_checkpoint`` names."""
+    """A file as it is; a work dir -> its best-top-1 checkpoint, else the latest (``latest_checkpoint``)."""
     if osp.isfile(src):
         return src
     if not osp.isdir(src):
@@ -51,18 +51,11 @@ def find_checkpoint(src: str) -> str:
     best = glob.glob(osp.join(src, 'best_accuracy_top1_*.pth'))
     if best:
         return max(best, key=lambda f: int((re.findall(r'(\d+)\.pth$', f) or ['0'])[0]))
-    last = osp.join(src, 'last_checkpoint')
-    if osp.isfile(last):
-        with open(last) as f:
-            path = f.read().strip()
-        if osp.isfile(path):
-            return path
-        if osp.isfile(osp.join(src, osp.basename(path))):
-            return osp.join(src, osp.basename(path))
-    ckpts = sorted(glob.glob(osp.join(src, 'epoch_*.pth')), key=lambda f: int(re.findall(r'(\d+)\.pth$', f)[0]))
-    if ckpts:
-        return ckpts[-1]
-    raise SystemExit(f'{src} holds no checkpoint (best_accuracy_top1_*.pth, last_checkpoint or epoch_*.pth)')
+    from mmscalenet.tools_common import latest_checkpoint
+    last = latest_checkpoint(src)
+    if last is None:
+        raise SystemExit(f'{src} holds no checkpoint (best_accuracy_top1_*.pth, last_checkpoint, epoch_/iter_*.pth)')
+    return last
 
 
 def backbone_kwargs(obj, config_path):

@@ -20,8 +20,6 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout without installing
 
-from train import _DictAction  # noqa: E402  (tools/train.py: mmengine's DictAction, imported lazily)
-
 IMAGE_EXTS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 
 
@@ -38,17 +36,20 @@ def parse_args(argv=None):
     p.add_argument('--topk', type=int, default=5, help='classification: number of classes reported per image')
     p.add_argument('--show-dir', help='classification: folder for the images drawn with their top-k classes')
     p.add_argument('--device', default='cpu', help='device, e.g. cpu or cuda:0')
-    p.add_argument('--cfg-options', nargs='+', action=_DictAction, default={},
+    p.add_argument('--cfg-options', nargs='+', action='extend', default=[], metavar='KEY=VALUE',
                    help='override config keys, as for tools/train.py and tools/test.py (the model must be the one '
                         'the checkpoint was trained as)')
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    from mmscalenet.tools_common import finish_args
+    return finish_args(p, args)
 
 
 def is_classification_config(path: str) -> bool:
     """Whether the config's model is a ``ScaleNetClassifier`` (read without importing OpenMMLab's models)."""
     from mmengine.config import Config
-    import mmscalenet  # noqa: F401  (mmscalenet:: bases)
-    return str(Config.fromfile(path).model.get('type', '')).split('.')[-1] == 'ScaleNetClassifier'
+
+    from mmscalenet.tools_common import is_classifier   # registers mmscalenet (mmscalenet:: bases) too
+    return is_classifier(Config.fromfile(path))
 
 
 def check_args(args):

@@ -7,15 +7,11 @@ keys and checkpoints print one line naming the file or key and exit with status 
 evaluation completes.
 """
 import argparse
-import os
 import os.path as osp
 import sys
 import traceback
 
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-
-from train import _DictAction  # noqa: E402  (tools/ is on sys.path)
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout without installing
 
 
 def parse_args(argv=None):
@@ -31,17 +27,17 @@ def parse_args(argv=None):
     p.add_argument('--show-dir', help='directory where painted images will be saved (relative to the work dir); '
                                       'classifiers: each image with its top-5 classes')
     p.add_argument('--wait-time', type=float, default=2, help='the interval of show (s)')
-    p.add_argument('--cfg-options', nargs='+', action=_DictAction, default={}, help='override config keys')
+    p.add_argument('--cfg-options', nargs='+', action='extend', default=[], metavar='KEY=VALUE',
+                   help='override config keys')
     p.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none', help='job launcher')
     p.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = p.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    from mmscalenet.tools_common import finish_args
+    return finish_args(p, args)
 
 
 def prepare(args):
-    from mmscalenet.tools_common import ToolError, check_checkpoint_file, load_config
+    from mmscalenet.tools_common import ToolError, check_checkpoint_file, is_classifier, load_config
     check_checkpoint_file(args.checkpoint)
     if args.out is not None and not args.out.endswith(('.pkl', '.pickle')):
         raise ToolError(f'--out must be a .pkl file, got {args.out}')
@@ -51,7 +47,7 @@ def prepare(args):
         raise ToolError(f'{args.config} cannot be tested: it has no {", ".join(missing)}')
     cfg.load_from = None      # loaded strictly below, not by mmengine's lenient load_from
     cfg.resume = False
-    if args.show_dir and str(cfg.model.get('type', '')).split('.')[-1] == 'ScaleNetClassifier':
+    if args.show_dir and is_classifier(cfg):
         # classifiers: each test image drawn with its top-5 classes (names from the test set's metainfo)
         cfg.custom_hooks = list(cfg.get('custom_hooks', None) or []) + [
             dict(type='ScaleNetClsVisualizationHook', out_dir=args.show_dir, topk=5)]
@@ -69,17 +65,15 @@ def prepare(args):
 
 def main(argv=None):
     args = parse_args(argv)
-    from mmscalenet.tools_common import (
-        ToolError, WorkDirGuard, build_runner_cfg, format_error, prepare_or_report, user_error_types)
+    from mmscalenet.tools_common import (ToolError, WorkDirGuard, build_runner_cfg, default_work_dir, format_error,
+                                         is_classifier, prepare_or_report, user_error_types)
     cfg = prepare_or_report(args.config, lambda: prepare(args))
     if cfg is None:
         return 1
     errors = user_error_types()
-    work_dir = args.work_dir or cfg.get('work_dir', None) or osp.join(
-        './work_dirs', osp.splitext(osp.basename(args.config))[0])
-    guard = WorkDirGuard(work_dir)
+    guard = WorkDirGuard(default_work_dir(cfg, args.config, args.work_dir))
     try:
-        cfg = build_runner_cfg(cfg, args.config, work_dir=work_dir, launcher=args.launcher)
+        cfg = build_runner_cfg(cfg, args.config, work_dir=guard.work_dir, launcher=args.launcher)
         from mmengine.runner import Runner
         runner = Runner.from_cfg(cfg)
         try:
@@ -90,7 +84,7 @@ def main(argv=None):
                             f'backbone-only ScaleNet checkpoint goes into model.backbone.init_cfg for training)') \
                 from None
         if args.out is not None:
-            if str(cfg.model.get('type', '')).split('.')[-1] == 'ScaleNetClassifier':
+            if is_classifier(cfg):
                 # one dict per image: pred_score (all classes), pred_label, gt_label, img_path / sample_idx
                 from mmengine.evaluator import DumpResults
                 runner.test_evaluator.metrics.append(DumpResults(out_file_path=args.out))

@@ -28,23 +28,6 @@ import traceback
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout without installing
 
 
-class _DictAction(argparse.Action):
-    """mmengine's DictAction (imported lazily so --help works fast), with an error for items without '='."""
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        bad = [v for v in values if '=' not in v or v.startswith('=')]
-        if bad:
-            parser.error(f'{option_string} expects KEY=VALUE items, got {bad[0]!r}')
-        from mmengine.config import DictAction
-        for item in values:   # mmengine's parser recurses forever on some values (e.g. dict(...)): one at a time
-            try:
-                DictAction(self.option_strings, self.dest)(parser, namespace, [item], option_string)
-            except (RecursionError, ValueError, SyntaxError) as err:
-                parser.error(f'{option_string}: cannot parse {item!r} ({type(err).__name__}); values are numbers, '
-                             f'strings, booleans, None, lists [a,b] and tuples (a,b); set dict keys one by one '
-                             f'(a.b.c=1)')
-
-
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description='Train a detector or classifier (mmscalenet / mmdet config)',
                                 epilog=__doc__.split('\n\n', 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -54,21 +37,20 @@ def parse_args(argv=None):
     p.add_argument('--auto-scale-lr', action='store_true', help='scale the lr by the actual total batch size')
     p.add_argument('--resume', nargs='?', type=str, const='auto',
                    help='resume from this checkpoint, or without a value from the latest one in the work dir')
-    p.add_argument('--cfg-options', nargs='+', action=_DictAction, default={},
+    p.add_argument('--cfg-options', nargs='+', action='extend', default=[], metavar='KEY=VALUE',
                    help='override config keys, e.g. train_cfg.max_epochs=3 model.backbone.depth=24; unknown keys '
                         'are refused')
     p.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none', help='job launcher')
     p.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = p.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    from mmscalenet.tools_common import finish_args
+    return finish_args(p, args)
 
 
 def prepare(args):
     """Config, checks and work dir: everything before the runner (raises ToolError & co. on user mistakes)."""
     from mmscalenet.tools_common import (ToolError, add_default_hooks, check_checkpoint_file, check_training_values,
-                                         latest_checkpoint, load_config)
+                                         default_work_dir, latest_checkpoint, load_config)
     cfg = load_config(args.config, args.cfg_options)
     if args.amp:
         if cfg.optim_wrapper.get('type', 'OptimWrapper') == 'AmpOptimWrapper':
@@ -80,8 +62,7 @@ def prepare(args):
         if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
             raise ToolError(f'{args.config}: --auto-scale-lr needs auto_scale_lr.base_batch_size in the config')
         cfg.auto_scale_lr.enable = True
-    work_dir = args.work_dir or cfg.get('work_dir', None) or osp.join(
-        './work_dirs', osp.splitext(osp.basename(args.config))[0])
+    work_dir = default_work_dir(cfg, args.config, args.work_dir)
     if args.resume == 'auto':
         found = latest_checkpoint(work_dir)
         if found is None:
@@ -116,8 +97,7 @@ def _cpu_distributed(cfg, launcher):
 
 def main(argv=None):
     args = parse_args(argv)
-    from mmscalenet.tools_common import (
-        ToolError, WorkDirGuard, WorkDirLock, build_runner_cfg, format_error, prepare_or_report, user_error_types)
+    from mmscalenet.tools_common import ToolError, WorkDirGuard, WorkDirLock, format_error, prepare_or_report
     cfg = prepare_or_report(args.config, lambda: prepare(args))
     if cfg is None:
         return 1

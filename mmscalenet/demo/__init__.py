@@ -2,10 +2,35 @@
 
 The models are defined by the configs only (``configs/demo/``; the grown backbone is ``digits_scalenet_8l`` of
 ``configs/_base_/models/scalenet_backbones.py``, shared by the classification and the detection config). This module
-holds the file names through which the detection half finds the backbones the classification half wrote.
+holds the file names through which the detection half finds the backbones the classification half wrote, and the
+summary file both halves write into.
 """
+import json
+import os
+import os.path as osp
+import tempfile
+from typing import Any, Dict
+
 # Files the classification half writes under <work_dir>/classification/ (ScaleNet checkpoint format):
 BASE_BACKBONE = 'classification/base_backbone.pth'          # depth L, out of the "pretraining" run
 SCALENET_BACKBONE = 'classification/scalenet_backbone.pth'  # depth 2L, ScaleNet-grown and fine-tuned
 SCRATCH_BACKBONE = 'classification/scratch_backbone.pth'    # depth 2L, untied, trained from random weights
 SUMMARY = 'summary.json'
+
+
+def merge_summary(work_dir: str, key: str, section: Dict[str, Any]) -> Dict[str, Any]:
+    """Set ``key`` (``classification`` / ``detection``) of ``<work_dir>/summary.json``, keeping the other half's
+    entry; an unreadable file starts afresh. Written through a temporary file + rename (never half a file)."""
+    path = osp.join(work_dir, SUMMARY)
+    summary: Any = {}
+    try:
+        with open(path) as f:
+            summary = json.load(f)
+    except (OSError, ValueError):
+        pass
+    summary = dict(summary, **{key: section}) if isinstance(summary, dict) else {key: section}
+    fd, tmp = tempfile.mkstemp(prefix='.summary-', suffix='.json', dir=osp.dirname(osp.abspath(path)))
+    with os.fdopen(fd, 'w') as f:
+        json.dump(summary, f, indent=2)
+    os.replace(tmp, path)
+    return summary

@@ -13,15 +13,12 @@ there), ``classification.md``, ``classification_curves.png`` and the ``BASE_BACK
     python -m mmscalenet.demo.classification --work-dir work_dirs/demo
 """
 import argparse
-import contextlib
-import json
 import os
 import os.path as osp
-import tempfile
 import time
 from typing import Any, Dict, List, Optional
 
-from . import BASE_BACKBONE, SCALENET_BACKBONE, SCRATCH_BACKBONE, SUMMARY
+from . import BASE_BACKBONE, SCALENET_BACKBONE, SCRATCH_BACKBONE, merge_summary
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIG_DIR = osp.join(ROOT, 'configs', 'demo')
@@ -85,24 +82,6 @@ def _save_backbone(model, path: str) -> None:
     save_scalenet(model.backbone, path, head=model.head.state_dict())
 
 
-def _merge_summary(path: str, section: Dict[str, Any]) -> Dict[str, Any]:
-    summary: Dict[str, Any] = {}
-    if osp.isfile(path):
-        try:
-            with open(path) as f:
-                summary = json.load(f)
-        except (OSError, ValueError):
-            summary = {}
-        if not isinstance(summary, dict):
-            summary = {}
-    summary['classification'] = section
-    fd, tmp = tempfile.mkstemp(prefix='.summary-', suffix='.json', dir=osp.dirname(osp.abspath(path)))
-    with os.fdopen(fd, 'w') as f:
-        json.dump(summary, f, indent=2)
-    os.replace(tmp, path)
-    return summary
-
-
 def markdown_table(results: Dict[str, Dict[str, Any]]) -> str:
     names = dict(base=f'base (depth L, "pretrained")', scalenet='ScaleNet (grown to 2L)',
                  scratch='scratch (depth 2L)')
@@ -136,23 +115,6 @@ def _plot(results: Dict[str, Dict[str, Any]], path: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-
-
-@contextlib.contextmanager
-def single_threaded():
-    """Run the demo's trainings on ``MMSCALENET_THREADS`` torch threads (default 1), then restore the count.
-
-    Models this small gain little from a second thread, and on a busy 2-core machine two spinning OpenMP threads made
-    a training step ~6x slower (measured: 0.21 s vs 1.29 s per step). A fixed count also fixes the results: CPU
-    kernels split their reductions by thread count, so another count gives other rounding (and other figures).
-    """
-    import torch
-    threads = torch.get_num_threads()
-    torch.set_num_threads(int(os.environ.get('MMSCALENET_THREADS', '1')))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def run(work_dir: str, seed: int = 0) -> Dict[str, Any]:
@@ -194,7 +156,7 @@ def _run(work_dir: str, seed: int, start: float) -> Dict[str, Any]:
         f.write('# Digits stand-in: ScaleNet vs. scratch\n\n' + table + '\n\n' + note + '\n')
     _plot(results, osp.join(work_dir, 'classification_curves.png'))
     section = dict(results, seed=seed, wall_seconds=round(time.perf_counter() - start, 1))
-    _merge_summary(osp.join(work_dir, SUMMARY), section)
+    merge_summary(work_dir, 'classification', section)
     print('\n' + table + '\n\n' + note + f'\n(classification half: {section["wall_seconds"]:.0f} s)', flush=True)
     return section
 

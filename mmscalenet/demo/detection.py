@@ -20,7 +20,7 @@ import os.path as osp
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from . import BASE_BACKBONE, SCALENET_BACKBONE, SCRATCH_BACKBONE, SUMMARY
+from . import BASE_BACKBONE, SCALENET_BACKBONE, SCRATCH_BACKBONE, merge_summary
 from .digit_scenes import CLASSES, generate
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -140,19 +140,6 @@ def _detection_job(run_name: str, checkpoint: str, scenes: Dict[str, str], work_
     return entry, files
 
 
-def _merge_summary(path: str, detection: Dict[str, Any]) -> Dict[str, Any]:
-    summary: Dict[str, Any] = {}
-    if osp.isfile(path):
-        with open(path) as f:
-            summary = json.load(f)
-    summary['detection'] = detection
-    tmp = path + '.tmp'
-    with open(tmp, 'w') as f:
-        json.dump(summary, f, indent=2)
-    os.replace(tmp, path)
-    return summary
-
-
 def format_table(det: Dict[str, Dict[str, Any]]) -> str:
     lines = ['| backbone | depth | backbone params | bbox mAP | bbox AP50 | segm mAP | train s |',
              '| --- | --- | --- | --- | --- | --- | --- |']
@@ -202,7 +189,7 @@ def _run(work_dir: str, seed: int, max_iters: Optional[int], num_train: int, num
     det['num_train_scenes'], det['num_val_scenes'], det['seed'] = num_train, num_val, seed
     det['cfg_options'] = cfg_options
     det['wall_seconds'] = round(time.perf_counter() - t_start, 1)
-    _merge_summary(osp.join(work_dir, SUMMARY), det)
+    merge_summary(work_dir, 'detection', det)
     table = format_table(det)
     with open(osp.join(work_dir, 'detection.md'), 'w') as f:
         f.write('# Detection stand-in: Mask R-CNN on digit scenes\n\n'

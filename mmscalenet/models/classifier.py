@@ -12,6 +12,8 @@ import torch.nn.functional as F
 from mmdet.registry import MODELS
 from mmengine.model import BaseDataPreprocessor, BaseModel
 from mmengine.structures import BaseDataElement
+from timm.data.mixup import mixup_target
+from timm.loss import SoftTargetCrossEntropy
 from torch import nn
 
 from ..checkpoint import backbone_state_dict, load_into_backbone, resolve_checkpoint, split_checkpoint
@@ -20,6 +22,7 @@ from .vit import ScaleNetViT
 
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+_SOFT_TARGET_CE = SoftTargetCrossEntropy()   # no state: one instance, not a submodule of every classifier
 
 
 @MODELS.register_module()
@@ -78,18 +81,11 @@ class ScaleNetClsDataPreprocessor(BaseDataPreprocessor):
                 labels = torch.cat([s.gt_label for s in samples]).to(x.device)
                 if self.mixup is not None and len(x) % 2 == 0:
                     x, targets = self.mixup(x, labels)
-                else:
-                    targets = soft_targets(labels, self.num_classes, self.label_smoothing)
+                else:   # timm's one-hot with smoothing (off value smoothing / K)
+                    targets = mixup_target(labels, self.num_classes, smoothing=self.label_smoothing)
                 for s, t in zip(samples, targets):
                     s.gt_score = t
         return dict(inputs=x, data_samples=samples)
-
-
-def soft_targets(labels: torch.Tensor, num_classes: int, smoothing: float = 0.0) -> torch.Tensor:
-    """One-hot targets with label smoothing (timm's convention: off-value smoothing / K)."""
-    off = smoothing / num_classes
-    out = torch.full((len(labels), num_classes), off, device=labels.device)
-    return out.scatter_(1, labels.view(-1, 1), 1.0 - smoothing + off)
 
 
 @MODELS.register_module()
@@ -197,8 +193,8 @@ class ScaleNetClassifier(BaseModel):
             targets = torch.stack([s.gt_score for s in data_samples]).to(logits)
         else:
             labels = torch.cat([s.gt_label for s in data_samples]).to(logits.device)
-            targets = soft_targets(labels, self.num_classes, self.label_smoothing).to(logits)
-        return torch.sum(-targets * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
+            targets = mixup_target(labels, self.num_classes, smoothing=self.label_smoothing).to(logits)
+        return _SOFT_TARGET_CE(logits.float(), targets)
 
     @torch.no_grad()
     def predict(self, logits: torch.Tensor,

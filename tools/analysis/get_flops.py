@@ -18,9 +18,6 @@ import sys
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, ROOT)  # run from a checkout without installing
-sys.path.insert(0, osp.join(ROOT, 'tools'))
-
-from train import _DictAction  # noqa: E402  (tools/ is on sys.path)
 
 
 def parse_args(argv=None):
@@ -31,8 +28,11 @@ def parse_args(argv=None):
                    help='input size: H (square) or H W; default: the backbone\'s img_size')
     p.add_argument('--no-compare', action='store_true', help='only the config\'s backbone, not the plain ViTs')
     p.add_argument('--out', help='also write the rows as JSON to this file')
-    p.add_argument('--cfg-options', nargs='+', action=_DictAction, default={}, help='override config keys')
-    return p.parse_args(argv)
+    p.add_argument('--cfg-options', nargs='+', action='extend', default=[], metavar='KEY=VALUE',
+                   help='override config keys')
+    args = p.parse_args(argv)
+    from mmscalenet.tools_common import finish_args
+    return finish_args(p, args)
 
 
 def backbone_cfg(cfg):
