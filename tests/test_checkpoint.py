@@ -347,3 +347,33 @@ def test_a_plain_model_in_the_scalenet_format_is_grown_like_a_timm_checkpoint(tm
     report = grown.load_pretrained(str(tmp_path / 'base.pth'))
     assert any(k.startswith('positions.7.adapter_mlp') for k in report['new'])   # fresh adapters, nothing refused
     assert torch.equal(grown.blocks[3].mlp.fc2.weight, base.blocks[3].mlp.fc2.weight)
+
+
+# ---- files written by older mmscalenet (tests/data/make_fixtures.py, commit d522bc7) ------------------------------
+DATA = os.path.join(ROOT, 'tests', 'data')
+
+
+def _reference():
+    return torch.load(os.path.join(DATA, 'scalenet_v1_reference.pt'), weights_only=True)
+
+
+@pytest.mark.parametrize('name', ['scalenet_v1_tiny.pth', 'scalenet_v1_tiny.safetensors'])
+def test_fixture_scalenet_file_loads(name):
+    """A ScaleNet file written before the checkpoint package rebuilds the same model (same output)."""
+    ref = _reference()
+    model, head = load_scalenet(os.path.join(DATA, name))
+    assert model.plan.sources == (0, 1, 0, 1) and model.function_preserving
+    assert set(head) == {'weight', 'bias'} and head['weight'].shape == (3, 16)
+    with torch.no_grad():
+        assert torch.equal(model.eval()(ref['input'])[0], ref['output'])
+
+
+def test_fixture_runner_checkpoint_loads(mmdet_scope):
+    """An mmengine training checkpoint of the same backbone (backbone. keys, meta.scalenet, HistoryBuffer)."""
+    from mmscalenet.checkpoint import load_into_backbone
+    ref = _reference()
+    model = ScaleNetViT(ref['arch'], **ref['kwargs']).eval()
+    report = load_into_backbone(model, os.path.join(DATA, 'scalenet_v1_runner.pth'))
+    assert not report['new'] and not report['remapped']
+    with torch.no_grad():
+        assert torch.equal(model(ref['input'])[0], ref['output'])
