@@ -8,7 +8,7 @@ import torch
 
 from conftest import ROOT, TINY_ARCH
 from mmscalenet.checkpoint import (CheckpointError, atomic_save, load_scalenet, position_correspondence, safe_load,
-                                   save_scalenet, split_checkpoint)
+                                   safe_mmengine_io, save_scalenet, split_checkpoint)
 from mmscalenet.models import ScaleNetViT
 
 CONFIGS = {
@@ -201,13 +201,14 @@ def test_safe_load_refuses_payload(payload_file):
 
 
 def test_mmengine_loaders_refuse_payload(payload_file, mmdet_scope):
-    """After ``import mmscalenet``, mmengine's own loaders (resume, load_from, tools/test.py) refuse it too."""
+    """Inside ``safe_mmengine_io()``, mmengine's own loaders (resume, load_from, tools/test.py) refuse it too."""
     from mmengine.runner.checkpoint import _load_checkpoint, load_checkpoint
     path, marker = payload_file
-    with pytest.raises(CheckpointError, match='refused to load'):
-        _load_checkpoint(path, map_location='cpu')
-    with pytest.raises(CheckpointError, match='refused to load'):
-        load_checkpoint(_tiny(), path)
+    with safe_mmengine_io():
+        with pytest.raises(CheckpointError, match='refused to load'):
+            _load_checkpoint(path, map_location='cpu')
+        with pytest.raises(CheckpointError, match='refused to load'):
+            load_checkpoint(_tiny(), path)
     with pytest.raises(Exception):          # plain torch.load (weights_only by default) refuses as well
         torch.load(path)
     assert not marker.exists()
@@ -232,7 +233,8 @@ def test_mmengine_checkpoint_loads_with_allow_list(tmp_path, mmdet_scope):
             'param_schedulers': [dict(last_epoch=3, base_lrs=[0.1], _get_lr_called_within_step=False)]}
     path = str(tmp_path / 'epoch_2.pth')
     save_checkpoint(ckpt, path)
-    loaded = _load_checkpoint(path, map_location='cpu')
+    with safe_mmengine_io():
+        loaded = _load_checkpoint(path, map_location='cpu')
     buf = loaded['message_hub']['log_scalars']['train/loss']
     assert type(buf).__name__ == 'HistoryBuffer' and buf.mean() == 1.0
     assert loaded['meta']['seed'] == 3 and loaded['meta']['best_score'] == 0.5

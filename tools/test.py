@@ -69,11 +69,17 @@ def prepare(args):
 
 def main(argv=None):
     args = parse_args(argv)
-    from mmscalenet.tools_common import (
-        ToolError, WorkDirGuard, build_runner_cfg, format_error, prepare_or_report, user_error_types)
+    from mmscalenet.tools_common import prepare_or_report
     cfg = prepare_or_report(args.config, lambda: prepare(args))
     if cfg is None:
         return 1
+    from mmscalenet.checkpoint import safe_mmengine_io
+    with safe_mmengine_io():   # mmengine loads the checkpoint with weights_only=True
+        return _test(args, cfg)
+
+
+def _test(args, cfg):
+    from mmscalenet.tools_common import ToolError, WorkDirGuard, build_runner_cfg, format_error, user_error_types
     errors = user_error_types()
     work_dir = args.work_dir or cfg.get('work_dir', None) or osp.join(
         './work_dirs', osp.splitext(osp.basename(args.config))[0])
