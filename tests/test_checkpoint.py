@@ -375,7 +375,12 @@ def test_fixture_runner_checkpoint_loads(mmdet_scope):
     from mmscalenet.checkpoint import load_into_backbone
     ref = _reference()
     model = ScaleNetViT(ref['arch'], **ref['kwargs']).eval()
-    report = load_into_backbone(model, os.path.join(DATA, 'scalenet_v1_runner.pth'))
+    path = os.path.join(DATA, 'scalenet_v1_runner.pth')
+    report = load_into_backbone(model, path)
     assert not report['new'] and not report['remapped']
     with torch.no_grad():
         assert torch.equal(model(ref['input'])[0], ref['output'])
+    from mmengine.runner.checkpoint import _load_checkpoint   # as resume / load_from read it
+    with safe_mmengine_io():
+        obj = _load_checkpoint(path, map_location='cpu')
+    assert obj['message_hub']['log_scalars']['train/loss'].mean() == 0.75 and obj['meta']['iter'] == 4

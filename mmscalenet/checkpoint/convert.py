@@ -101,6 +101,7 @@ def _resize_rel_pos(table: torch.Tensor, rows: int) -> torch.Tensor:
     return F.interpolate(table.t().unsqueeze(0).float(), size=rows, mode='linear',
                          align_corners=False)[0].t().to(table.dtype).contiguous()
 
+
 def check_tensors_fit(expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor],
                       name: Optional[str] = None) -> None:
     """Every tensor of ``state`` that ``expected`` has must have its shape, and be floating point where the
@@ -128,6 +129,7 @@ def match_gate_shapes(model, state: Mapping[str, torch.Tensor]) -> Dict[str, tor
     own = model.state_dict()
     return {k: v.reshape(own[k].shape) if k in own and _is_gate_reshape(k, v, own[k]) else v
             for k, v in state.items()}
+
 
 def _base_depth_of(state: Mapping[str, torch.Tensor]) -> int:
     layers = {int(m.group(1)) for k in state for m in [re.match(r'^blocks\.(\d+)\.', k)] if m}

@@ -19,8 +19,10 @@ from .convert import _base_depth_of, _positions_of, backbone_state_dict, check_t
 from .io import (FORMAT_VERSION, META_KEY, CheckpointError, atomic_save, atomic_write, check_finite,
                  resolve_checkpoint, tensor_digest, verify_digest)
 
+
 # ---- reading: metadata against the tensors, checksum, finiteness ---------------------------------------------------
 _MAX_POSITIONS = 4096   # a bound on a file's plan length: the largest plans in use have a few dozen positions
+
 
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
@@ -153,6 +155,7 @@ def validate_meta(meta: Any, state: Mapping[str, torch.Tensor], name: str = '<ch
         raise CheckpointError(f'{name}: its ScaleNet metadata does not describe a valid model: {err}') from None
     check_tensors_fit(expected, state, name)
 
+
 def _source_name(source: Any) -> str:
     return os.fspath(source) if isinstance(source, (str, os.PathLike)) else '<state dict>'
 
@@ -223,6 +226,7 @@ def scalenet_meta(model) -> Dict[str, Any]:
         'use_rel_pos': bool(model.use_rel_pos),
         'drop_path_rate': float(model.drop_path_rate),
     })
+
 
 def model_kwargs_from_meta(meta: Mapping[str, Any]) -> Dict[str, Any]:
     """``ScaleNetViT`` keyword arguments that rebuild the model a ScaleNet checkpoint was saved from."""

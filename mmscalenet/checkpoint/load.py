@@ -22,6 +22,7 @@ from .convert import (_POSITION_KEY, _base_depth_of, _is_gate_reshape, _position
 from .format import _plain, _source_name, build_from_meta, read_checkpoint
 from .io import META_KEY, CheckpointError
 
+
 def _check_compatible(model, state: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> None:
     C = model.embed_dims
     for key in ('patch_embed.proj.weight', 'cls_token', 'pos_embed', 'blocks.0.attn.qkv.weight'):
@@ -270,6 +271,7 @@ def _summarise(keys: List[str], limit: int = 4) -> str:
         return 'none'
     kinds = sorted({re.sub(r'\d+', '*', k) for k in keys})
     return ', '.join(kinds[:limit]) + (f', ... ({len(kinds)} kinds)' if len(kinds) > limit else '')
+
 
 def load_scalenet(source: Union[str, Mapping[str, Any]], strict: bool = True, *, allow_nonfinite: bool = False,
                   verify_checksum: bool = True, **overrides: Any):
