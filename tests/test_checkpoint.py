@@ -384,3 +384,14 @@ def test_fixture_runner_checkpoint_loads(mmdet_scope):
     with safe_mmengine_io():
         obj = _load_checkpoint(path, map_location='cpu')
     assert obj['message_hub']['log_scalars']['train/loss'].mean() == 0.75 and obj['meta']['iter'] == 4
+
+
+def test_the_model_does_not_import_the_checkpoint_package():
+    """One-way dependency: checkpoint -> models; ``load_pretrained`` gets its loader from the checkpoint package."""
+    import ast
+    from mmscalenet.checkpoint import load_into_backbone
+    tree = ast.parse(open(os.path.join(ROOT, 'mmscalenet', 'models', 'vit.py')).read())
+    modules = [n.module or '' for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    modules += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    assert not [m for m in modules if 'checkpoint' in m and m != 'torch.utils.checkpoint'], modules
+    assert ScaleNetViT.pretrained_loader is load_into_backbone
