@@ -8,7 +8,7 @@ import torch
 
 from conftest import ROOT, TINY_ARCH
 from mmscalenet.checkpoint import (CheckpointError, atomic_save, load_scalenet, position_correspondence, safe_load,
-                                   save_scalenet, split_checkpoint)
+                                   safe_mmengine_io, save_scalenet, split_checkpoint)
 from mmscalenet.models import ScaleNetViT
 
 CONFIGS = {
@@ -201,13 +201,14 @@ def test_safe_load_refuses_payload(payload_file):
 
 
 def test_mmengine_loaders_refuse_payload(payload_file, mmdet_scope):
-    """After ``import mmscalenet``, mmengine's own loaders (resume, load_from, tools/test.py) refuse it too."""
+    """Inside ``safe_mmengine_io()``, mmengine's own loaders (resume, load_from, tools/test.py) refuse it too."""
     from mmengine.runner.checkpoint import _load_checkpoint, load_checkpoint
     path, marker = payload_file
-    with pytest.raises(CheckpointError, match='refused to load'):
-        _load_checkpoint(path, map_location='cpu')
-    with pytest.raises(CheckpointError, match='refused to load'):
-        load_checkpoint(_tiny(), path)
+    with safe_mmengine_io():
+        with pytest.raises(CheckpointError, match='refused to load'):
+            _load_checkpoint(path, map_location='cpu')
+        with pytest.raises(CheckpointError, match='refused to load'):
+            load_checkpoint(_tiny(), path)
     with pytest.raises(Exception):          # plain torch.load (weights_only by default) refuses as well
         torch.load(path)
     assert not marker.exists()
@@ -232,7 +233,8 @@ def test_mmengine_checkpoint_loads_with_allow_list(tmp_path, mmdet_scope):
             'param_schedulers': [dict(last_epoch=3, base_lrs=[0.1], _get_lr_called_within_step=False)]}
     path = str(tmp_path / 'epoch_2.pth')
     save_checkpoint(ckpt, path)
-    loaded = _load_checkpoint(path, map_location='cpu')
+    with safe_mmengine_io():
+        loaded = _load_checkpoint(path, map_location='cpu')
     buf = loaded['message_hub']['log_scalars']['train/loss']
     assert type(buf).__name__ == 'HistoryBuffer' and buf.mean() == 1.0
     assert loaded['meta']['seed'] == 3 and loaded['meta']['best_score'] == 0.5
@@ -347,3 +349,49 @@ def test_a_plain_model_in_the_scalenet_format_is_grown_like_a_timm_checkpoint(tm
     report = grown.load_pretrained(str(tmp_path / 'base.pth'))
     assert any(k.startswith('positions.7.adapter_mlp') for k in report['new'])   # fresh adapters, nothing refused
     assert torch.equal(grown.blocks[3].mlp.fc2.weight, base.blocks[3].mlp.fc2.weight)
+
+
+# ---- files written by older mmscalenet (tests/data/make_fixtures.py, commit d522bc7) ------------------------------
+DATA = os.path.join(ROOT, 'tests', 'data')
+
+
+def _reference():
+    return torch.load(os.path.join(DATA, 'scalenet_v1_reference.pt'), weights_only=True)
+
+
+@pytest.mark.parametrize('name', ['scalenet_v1_tiny.pth', 'scalenet_v1_tiny.safetensors'])
+def test_fixture_scalenet_file_loads(name):
+    """A ScaleNet file written before the checkpoint package rebuilds the same model (same output)."""
+    ref = _reference()
+    model, head = load_scalenet(os.path.join(DATA, name))
+    assert model.plan.sources == (0, 1, 0, 1) and model.function_preserving
+    assert set(head) == {'weight', 'bias'} and head['weight'].shape == (3, 16)
+    with torch.no_grad():
+        assert torch.equal(model.eval()(ref['input'])[0], ref['output'])
+
+
+def test_fixture_runner_checkpoint_loads(mmdet_scope):
+    """An mmengine training checkpoint of the same backbone (backbone. keys, meta.scalenet, HistoryBuffer)."""
+    from mmscalenet.checkpoint import load_into_backbone
+    ref = _reference()
+    model = ScaleNetViT(ref['arch'], **ref['kwargs']).eval()
+    path = os.path.join(DATA, 'scalenet_v1_runner.pth')
+    report = load_into_backbone(model, path)
+    assert not report['new'] and not report['remapped']
+    with torch.no_grad():
+        assert torch.equal(model(ref['input'])[0], ref['output'])
+    from mmengine.runner.checkpoint import _load_checkpoint   # as resume / load_from read it
+    with safe_mmengine_io():
+        obj = _load_checkpoint(path, map_location='cpu')
+    assert obj['message_hub']['log_scalars']['train/loss'].mean() == 0.75 and obj['meta']['iter'] == 4
+
+
+def test_the_model_does_not_import_the_checkpoint_package():
+    """One-way dependency: checkpoint -> models; ``load_pretrained`` gets its loader from the checkpoint package."""
+    import ast
+    from mmscalenet.checkpoint import load_into_backbone
+    tree = ast.parse(open(os.path.join(ROOT, 'mmscalenet', 'models', 'vit.py')).read())
+    modules = [n.module or '' for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    modules += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    assert not [m for m in modules if 'checkpoint' in m and m != 'torch.utils.checkpoint'], modules
+    assert ScaleNetViT.pretrained_loader is load_into_backbone

@@ -142,9 +142,9 @@ def test_dist_train_through_mmengine_equals_single_process(tmp_path):
                              '--cfg-options'] + common, capture_output=True, text=True, env=env, cwd=ROOT,
                             timeout=300)
     assert single.returncode == 0, single.stderr[-3000:]
-    import mmscalenet  # noqa: F401  (allow-list for mmengine's checkpoint types)
-    a = torch.load(tmp_path / 'dist' / 'epoch_1.pth')['state_dict']
-    b = torch.load(tmp_path / 'one' / 'epoch_1.pth')['state_dict']
+    from mmscalenet.checkpoint import safe_load   # weights_only, mmengine's checkpoint types allowed
+    a = safe_load(str(tmp_path / 'dist' / 'epoch_1.pth'))['state_dict']
+    b = safe_load(str(tmp_path / 'one' / 'epoch_1.pth'))['state_dict']
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-5, msg=k)

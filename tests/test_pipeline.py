@@ -180,8 +180,7 @@ def test_a_mismatched_backbone_stops_with_the_options_that_match(pipeline):
 
 def test_no_tool_runs_the_config_text_stored_in_a_run_checkpoint(pipeline, tmp_path):
     """A run checkpoint whose ``meta.cfg`` carries Python: extract, export, test and --resume read it; none runs it."""
-    from mmscalenet.checkpoint import install_mmengine_safe_load, safe_load
-    install_mmengine_safe_load()
+    from mmscalenet.checkpoint import safe_load   # allows the data types mmengine writes (HistoryBuffer, numpy)
     cwd = pipeline['cwd']
     best = sorted((cwd / IMAGENET_WORK).glob('best_accuracy_top1_epoch_*.pth'))[-1]
     obj = safe_load(str(best))

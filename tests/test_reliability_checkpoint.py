@@ -268,14 +268,13 @@ def test_unwritable_outputs_refused_before_work(tmp_path, tool, capsys):
 
 
 def test_write_error_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, capsys):
-    import mmscalenet.checkpoint as ckpt
     src = str(tmp_path / 'src.pth')
     save_scalenet(_tiny(), src)
 
     def full_disk(obj, f):
         f.write(b'partial')
         raise OSError(28, 'No space left on device')
-    monkeypatch.setattr(ckpt.torch, 'save', full_disk)
+    monkeypatch.setattr(torch, 'save', full_disk)
     assert _tool('export')([src, str(tmp_path / 'o.pth'), '--format', 'scalenet']) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith('error: writing') and 'No space left on device' in err and '\n' not in err

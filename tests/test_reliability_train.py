@@ -40,8 +40,8 @@ def _demo_config(tmp_path):
 
 
 def _checkpoint(path):
-    import mmscalenet  # noqa: F401  (mmengine's checkpoint types on the allow-list)
-    return torch.load(path, map_location='cpu', weights_only=True)
+    from mmscalenet.checkpoint import safe_load   # weights_only, mmengine's checkpoint types allowed
+    return safe_load(str(path))
 
 
 def _tensors(obj, prefix=''):
@@ -164,9 +164,12 @@ def test_kill_while_writing_the_pointer_keeps_the_previous_one(tmp_path):
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert (tmp_path / 'epoch_2.pth').exists()                     # the checkpoint itself was complete
     assert (tmp_path / 'last_checkpoint').read_text().strip().endswith('epoch_1.pth')   # the old pointer, whole
-    from mmscalenet.checkpoint import _checkpoint_hook_open
+    # tools/train.py ran inside safe_mmengine_io(); this process (no such block open) has mmengine's plain open()
+    from mmscalenet.checkpoint.mmengine_io import _checkpoint_hook_open, safe_mmengine_io
     import mmengine.hooks.checkpoint_hook as checkpoint_hook
-    assert checkpoint_hook.open is _checkpoint_hook_open
+    assert 'open' not in vars(checkpoint_hook)
+    with safe_mmengine_io():
+        assert checkpoint_hook.open is _checkpoint_hook_open
 
 
 def test_kill_and_resume_of_an_iteration_based_run_is_bit_identical(tmp_path):

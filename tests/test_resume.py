@@ -19,8 +19,8 @@ def _train(work_dir, *extra, **env):
 
 
 def _weights(path):
-    import mmscalenet  # noqa: F401  (mmengine's checkpoint types on the allow-list)
-    return torch.load(path, map_location='cpu')['state_dict']
+    from mmscalenet.checkpoint import safe_load   # weights_only, mmengine's checkpoint types allowed
+    return safe_load(str(path))['state_dict']
 
 
 @pytest.fixture(scope='module')

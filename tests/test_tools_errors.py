@@ -191,8 +191,8 @@ class _Payload:
 
 
 def test_test_tool_refuses_pickled_payload(tmp_path, trained):
-    import mmscalenet  # noqa: F401
-    ckpt = torch.load(trained, map_location='cpu')
+    from mmscalenet.checkpoint import safe_load
+    ckpt = safe_load(str(trained))
     marker = tmp_path / 'marker'
     ckpt['meta']['evil'] = _Payload(str(marker))
     torch.save(ckpt, tmp_path / 'evil.pth')
@@ -209,8 +209,8 @@ def test_training_checkpoint_exports_and_reloads(tmp_path, trained):
     assert export([str(trained), str(tmp_path / 'x.pth')]) == 2                # ParallelAdapter: not mergeable
     assert export([str(trained), str(tmp_path / 'shared.pth'), '--format', 'scalenet']) == 0
     model, head = load_scalenet(str(tmp_path / 'shared.pth'))
-    import mmscalenet  # noqa: F401
-    state = torch.load(trained, map_location='cpu')['state_dict']
+    from mmscalenet.checkpoint import safe_load
+    state = safe_load(str(trained))['state_dict']
     for k, v in model.state_dict().items():
         assert torch.equal(v, state[f'backbone.{k}']), k
     assert torch.equal(head['weight'], state['head.weight'])

@@ -85,13 +85,11 @@ def main(argv=None):
     args = parse_args(argv)
     import torch
 
-    import mmscalenet  # noqa: F401  (registers mmscalenet; lets torch load mmengine checkpoints safely)
-    from mmscalenet.checkpoint import (CheckpointError, backbone_state_dict, install_mmengine_safe_load,
-                                       safe_load, save_scalenet)
+    import mmscalenet  # noqa: F401  (registers mmscalenet)
+    from mmscalenet.checkpoint import CheckpointError, backbone_state_dict, safe_load, save_scalenet
     from mmscalenet.expansion import count_parameters, format_parameter_table
     from mmscalenet.models import ScaleNetViT
 
-    install_mmengine_safe_load()
     src = find_checkpoint(args.src)
     try:
         obj = safe_load(src)

@@ -143,8 +143,10 @@ def main(argv=None):
     except ToolError as err:
         print(f'error: {err}', file=sys.stderr)
         return 1
+    from mmscalenet.checkpoint import safe_mmengine_io
     try:
-        model = init_detector(cfg, args.checkpoint, device=args.device)
+        with safe_mmengine_io():   # mmengine loads the checkpoint with weights_only=True
+            model = init_detector(cfg, args.checkpoint, device=args.device)
     except (KeyError, ValueError, RuntimeError, OSError) as err:
         print(f'error: cannot build the detector from {args.config} with {args.checkpoint}: '
               f'{str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}', file=sys.stderr)

@@ -65,11 +65,18 @@ def prepare(args):
 
 def main(argv=None):
     args = parse_args(argv)
-    from mmscalenet.tools_common import (ToolError, WorkDirGuard, build_runner_cfg, default_work_dir, format_error,
-                                         is_classifier, prepare_or_report, user_error_types)
+    from mmscalenet.tools_common import prepare_or_report
     cfg = prepare_or_report(args.config, lambda: prepare(args))
     if cfg is None:
         return 1
+    from mmscalenet.checkpoint import safe_mmengine_io
+    with safe_mmengine_io():   # mmengine loads the checkpoint with weights_only=True
+        return _test(args, cfg)
+
+
+def _test(args, cfg):
+    from mmscalenet.tools_common import (ToolError, WorkDirGuard, build_runner_cfg, default_work_dir, format_error,
+                                         is_classifier, user_error_types)
     errors = user_error_types()
     guard = WorkDirGuard(default_work_dir(cfg, args.config, args.work_dir))
     try:

@@ -118,8 +118,10 @@ def main(argv=None):
         print(refused, file=sys.stderr)
         _close_process_group(synchronise=False)
         return 1
+    from mmscalenet.checkpoint import safe_mmengine_io
     try:
-        return _run(args, cfg, guard)
+        with safe_mmengine_io():   # weights_only loads and atomic checkpoint writes for mmengine, this run only
+            return _run(args, cfg, guard)
     finally:
         lock.release()
 

@@ -9,6 +9,8 @@ default_hooks = dict(
     # keeps the last 3 epochs and the best one by val top-1 (best_accuracy_top1_epoch_*.pth)
     checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=3, save_best='accuracy/top1', rule='greater'),
     sampler_seed=dict(type='DistSamplerSeedHook'),
+    # mmengine loads checkpoints with weights_only=True and writes them atomically while the runner runs
+    safe_io=dict(type='SafeCheckpointIOHook'),
 )
 env_cfg = dict(
     cudnn_benchmark=True,

@@ -22,7 +22,7 @@ import numpy as np
 from mmengine.infer import BaseInferencer
 from mmengine.registry import init_default_scope
 
-from ..checkpoint import CheckpointError
+from ..checkpoint import CheckpointError, safe_mmengine_io
 from ..visualization import draw_top_classes, top_classes
 
 IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.tif', '.tiff', '.webp')
@@ -61,7 +61,8 @@ class ImageClassificationInferencer(BaseInferencer):
         cfg.model.pop('init_cfg', None)  # the checkpoint holds the trained weights: never fetch pretrained ones
         if 'backbone' in cfg.model:
             cfg.model.backbone.pop('init_cfg', None)
-        return super()._init_model(cfg, weights, device)
+        with safe_mmengine_io():   # mmengine reads the checkpoint with weights_only=True
+            return super()._init_model(cfg, weights, device)
 
     def _load_weights_to_model(self, model, checkpoint, cfg) -> None:
         if checkpoint is None:

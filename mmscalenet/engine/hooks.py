@@ -10,6 +10,10 @@
   uninterrupted one.
 
 ``tools/train.py`` adds all three to ``custom_hooks`` unless the config already has them.
+
+* ``SafeCheckpointIOHook``: mmengine loads and saves checkpoints safely (``weights_only=True``, atomic writes)
+  while the runner runs, and mmengine's own functions are back afterwards (:func:`safe_mmengine_io`). The shipped
+  configs list it in ``default_hooks`` (``safe_io``), so mmdet's own ``tools/train.py`` is safe with them too.
 """
 import math
 import random
@@ -22,6 +26,7 @@ from mmengine.hooks import Hook
 from mmdet.registry import HOOKS
 
 from ..checkpoint import META_KEY, scalenet_meta
+from ..checkpoint.mmengine_io import safe_mmengine_io
 
 
 @HOOKS.register_module()
@@ -76,6 +81,37 @@ class ScaleNetCheckpointMetaHook(Hook):
                 meta[META_KEY] = scalenet_meta(module)
                 meta[f'{META_KEY}_prefix'] = f'{prefix}.' if prefix else ''
                 return
+
+
+@HOOKS.register_module()
+class SafeCheckpointIOHook(Hook):
+    """Open :func:`~mmscalenet.checkpoint.mmengine_io.safe_mmengine_io` in ``before_run``, close it in ``after_run``.
+
+    mmengine calls ``before_run`` before ``load_or_resume`` (``resume``, ``load_from``) and before the model's
+    ``init_cfg`` weights are loaded, and every checkpoint save happens between the two. mmengine 0.10 calls no hook
+    when a run raises, so after an exception mmengine stays patched until :meth:`close` (or the next ``before_run``
+    of this hook, which starts over); the tools run the whole runner inside ``safe_mmengine_io()`` instead, which
+    restores on exceptions too.
+    """
+
+    priority = 'VERY_HIGH'   # before any other hook's before_run, which might load a checkpoint
+
+    def __init__(self) -> None:
+        self._block = None
+
+    def before_run(self, runner) -> None:
+        self.close()
+        self._block = safe_mmengine_io()
+        self._block.__enter__()
+
+    def after_run(self, runner) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Restore mmengine's own functions if this hook's block is open (idempotent)."""
+        block, self._block = self._block, None
+        if block is not None:
+            block.__exit__(None, None, None)
 
 
 RESUME_KEY = 'scalenet_resume'

@@ -407,16 +407,24 @@ class ScaleNetViT(nn.Module):
             raise ValueError('init_cfg=dict(type="Pretrained") needs a checkpoint path, URL or "timm:NAME"')
         self.load_pretrained(self.init_cfg['checkpoint'], bool(self.init_cfg.get('allow_other_plan', False)))
 
+    #: ``load_pretrained``'s implementation, ``mmscalenet.checkpoint.load_into_backbone`` (set by that package)
+    pretrained_loader: Any = None
+
     def load_pretrained(self, checkpoint: Union[str, Mapping[str, torch.Tensor]], allow_other_plan: bool = False,
                         **kwargs: Any) -> Dict[str, Any]:
         """Load and expand a timm / DeiT / MAE / mmpretrain / ScaleNet checkpoint; returns the load report.
 
         A ScaleNet checkpoint saved with another depth plan is refused unless ``allow_other_plan`` (then its
         per-position parameters follow their base layers); ``init_cfg=dict(..., allow_other_plan=True)`` sets it.
-        ``kwargs``: ``allow_nonfinite``, ``verify_checksum``, ``name`` of ``load_into_backbone``.
+        ``kwargs``: ``allow_nonfinite``, ``verify_checksum``, ``name`` of ``load_into_backbone``. The loading is
+        ``mmscalenet.checkpoint.load_into_backbone``, which that package sets as :attr:`pretrained_loader` when
+        imported (``import mmscalenet`` does), so this pure-torch model file does not import the checkpoint code.
         """
-        from ..checkpoint import load_into_backbone
-        return load_into_backbone(self, checkpoint, allow_other_plan, **kwargs)
+        loader = type(self).pretrained_loader
+        if loader is None:
+            raise RuntimeError('ScaleNetViT.load_pretrained needs the checkpoint code: import mmscalenet.checkpoint '
+                               '(or mmscalenet) first')
+        return loader(self, checkpoint, allow_other_plan, **kwargs)
 
     def set_fused(self, fused: bool) -> 'ScaleNetViT':
         """Switch between the fused (fast, default) and the plain reference implementation of the adapters."""

@@ -1,0 +1,140 @@
+"""Foreign key layouts: timm / DeiT / MAE / mmpretrain / ``backbone.``-prefixed detector and classifier state dicts
+to the backbone's timm names, position-embedding and rel-pos resizing, and shape checks against a model.
+
+Pure torch; knows nothing of depth plans (``load.py``) or of the ScaleNet file (``format.py``).
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Dict, List, Mapping, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from .io import FORMAT_VERSION, META_KEY, CheckpointError
+
+_POSITION_KEY = re.compile(r'^positions\.(\d+)\.(.+)$')
+
+_MMPRETRAIN_RENAMES = [
+    (r'^patch_embed\.projection\.', 'patch_embed.proj.'),
+    (r'^layers\.(\d+)\.ln1\.', r'blocks.\1.norm1.'),
+    (r'^layers\.(\d+)\.ln2\.', r'blocks.\1.norm2.'),
+    (r'^layers\.(\d+)\.ffn\.layers\.0\.0\.', r'blocks.\1.mlp.fc1.'),
+    (r'^layers\.(\d+)\.ffn\.layers\.1\.', r'blocks.\1.mlp.fc2.'),
+    (r'^layers\.(\d+)\.', r'blocks.\1.'),
+    (r'^ln1\.', 'norm.'),
+]
+
+
+def split_checkpoint(obj: Any) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+    """Unwrap ``model`` / ``state_dict`` / ``module`` containers; returns (state dict, ScaleNet metadata or {})."""
+    meta: Dict[str, Any] = {}
+    for _ in range(3):
+        if not isinstance(obj, Mapping):
+            break
+        if isinstance(obj.get('meta'), Mapping) and META_KEY in obj['meta']:
+            if not isinstance(obj['meta'][META_KEY], Mapping):
+                raise CheckpointError(f'its ScaleNet metadata is a {type(obj["meta"][META_KEY]).__name__}, not a '
+                                      f'dict')
+            meta = dict(obj['meta'][META_KEY])
+        for key in ('state_dict', 'model', 'module'):
+            if isinstance(obj.get(key), Mapping):
+                obj = obj[key]
+                break
+        else:
+            break
+    if not isinstance(obj, Mapping) or not obj:
+        raise CheckpointError('the checkpoint holds no state dict (expected tensors, or a dict with "model" or '
+                              '"state_dict")')
+    tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise CheckpointError('the checkpoint state dict holds no tensors')
+    version = meta.get('format_version', FORMAT_VERSION)
+    if isinstance(version, int) and version > FORMAT_VERSION:
+        raise CheckpointError(f'the checkpoint is in ScaleNet format version {version}, newer than this '
+                              f'mmscalenet understands ({FORMAT_VERSION}): upgrade mmscalenet')
+    return {re.sub(r'^module\.', '', k): v for k, v in tensors.items()}, meta
+
+
+def backbone_state_dict(state: Mapping[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
+    """Split into (backbone tensors with timm / ScaleNet names, classifier-head tensors ``head.*``).
+
+    Accepts bare timm / DeiT / MAE dicts, mmpretrain ``backbone.layers.*`` dicts, and ``backbone.``-prefixed
+    classifier or detector checkpoints.
+    """
+    if any(k.startswith('backbone.') for k in state):
+        head = {k[len('head.'):]: v for k, v in state.items() if k.startswith('head.')}
+        head.update({k[len('head.layers.head.'):]: v for k, v in state.items() if k.startswith('head.layers.head.')})
+        state = {k[len('backbone.'):]: v for k, v in state.items() if k.startswith('backbone.')}
+    else:
+        head = {k[len('head.'):]: v for k, v in state.items() if k.startswith('head.') and k.count('.') == 1}
+        state = {k: v for k, v in state.items() if not k.startswith('head')}
+    out = {}
+    for key, value in state.items():
+        for pattern, repl in _MMPRETRAIN_RENAMES:
+            new = re.sub(pattern, repl, key)
+            if new != key:
+                key = new
+                break
+        out[key] = value
+    return out, head
+
+
+def resize_pos_embed(pos_embed: torch.Tensor, grid: Tuple[int, int], num_prefix: int = 1) -> torch.Tensor:
+    """Resize a (1, prefix + h*w, C) position embedding to ``grid`` (bicubic), keeping ``num_prefix`` tokens."""
+    prefix, spatial = pos_embed[:, :num_prefix], pos_embed[:, num_prefix:]
+    n = spatial.shape[1]
+    side = int(round(n ** 0.5))
+    if side * side != n:
+        raise CheckpointError(f'pos_embed has {n} spatial tokens, which is not a square grid')
+    if (side, side) == tuple(grid):
+        return pos_embed
+    C = spatial.shape[-1]
+    spatial = spatial.reshape(1, side, side, C).permute(0, 3, 1, 2).float()
+    spatial = F.interpolate(spatial, size=tuple(grid), mode='bicubic', align_corners=False)
+    spatial = spatial.permute(0, 2, 3, 1).reshape(1, grid[0] * grid[1], C).to(pos_embed.dtype)
+    return torch.cat([prefix, spatial], dim=1)
+
+
+def _resize_rel_pos(table: torch.Tensor, rows: int) -> torch.Tensor:
+    """Linearly resize a (2S-1, head_dim) relative-position table to ``rows`` rows (detectron2 style)."""
+    return F.interpolate(table.t().unsqueeze(0).float(), size=rows, mode='linear',
+                         align_corners=False)[0].t().to(table.dtype).contiguous()
+
+
+def check_tensors_fit(expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor],
+                      name: Optional[str] = None) -> None:
+    """Every tensor of ``state`` that ``expected`` has must have its shape, and be floating point where the
+    model's is (an integer or bool tensor would be cast silently into a float parameter)."""
+    where = f'{name}: ' if name else ''
+    for key, value in state.items():
+        own = expected.get(key)
+        if own is None:
+            continue
+        if tuple(value.shape) != tuple(own.shape) and not _is_gate_reshape(key, value, own):
+            raise CheckpointError(f'{where}tensor {key} has shape {tuple(value.shape)} but the model expects '
+                                  f'{tuple(own.shape)}')
+        if own.is_floating_point() and not value.is_floating_point():
+            raise CheckpointError(f'{where}tensor {key} is {str(value.dtype).replace("torch.", "")} but the '
+                                  f'model\'s parameter is floating point; refused (it would be cast silently)')
+
+
+def _is_gate_reshape(key: str, value: torch.Tensor, own: torch.Tensor) -> bool:
+    """A residual gate saved as a 0-dim tensor loads into a 1-element gate and back (FSDP2 stores them as (1,))."""
+    return key.endswith(('gate_attn', 'gate_mlp')) and value.numel() == own.numel() == 1
+
+
+def match_gate_shapes(model, state: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """``state`` with each 0-dim / 1-element residual gate reshaped to ``model``'s (for ``load_state_dict``)."""
+    own = model.state_dict()
+    return {k: v.reshape(own[k].shape) if k in own and _is_gate_reshape(k, v, own[k]) else v
+            for k, v in state.items()}
+
+
+def _base_depth_of(state: Mapping[str, torch.Tensor]) -> int:
+    layers = {int(m.group(1)) for k in state for m in [re.match(r'^blocks\.(\d+)\.', k)] if m}
+    return max(layers) + 1 if layers else 0
+
+
+def _positions_of(state: Mapping[str, torch.Tensor]) -> List[int]:
+    return sorted({int(m.group(1)) for k in state for m in [_POSITION_KEY.match(k)] if m})
