@@ -1,5 +1,6 @@
 """ScaleNetViT: timm parity, expansion equivalence, weight sharing, shapes, errors."""
 import copy
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -169,14 +170,14 @@ def test_fused_adapter_helpers_pass_gradcheck(with_bias):
     out_weight = torch.randn(6, 5, dtype=torch.float64, requires_grad=True)
 
     def fused(h, weight, bias, out_weight, down_w, down_b, up_w, up_b):
-        y, d = adapter.fused_in(h, weight, bias)
-        return adapter.fused_out(torch.tanh(y), out_weight, None, d)
+        y, d = adapter.fused_in(h, SimpleNamespace(weight=weight, bias=bias))
+        return adapter.fused_out(torch.tanh(y), SimpleNamespace(weight=out_weight, bias=None), d)
     params = (adapter.down.weight, adapter.down.bias, adapter.up.weight, adapter.up.bias)
     assert torch.autograd.gradcheck(fused, (h, weight, bias, out_weight) + params)
     # and it is the plain definition: linear, then the adapter branch beside it
-    y, d = adapter.fused_in(h, weight, bias)
+    y, d = adapter.fused_in(h, SimpleNamespace(weight=weight, bias=bias))
     assert torch.allclose(y, torch.nn.functional.linear(h, weight, bias))
-    assert torch.allclose(adapter.fused_out(torch.tanh(y), out_weight, None, d),
+    assert torch.allclose(adapter.fused_out(torch.tanh(y), SimpleNamespace(weight=out_weight, bias=None), d),
                           torch.tanh(y) @ out_weight.t() + adapter.up(torch.relu(d)) * 0.5)
 
 
@@ -287,3 +288,59 @@ def test_checkpoint_errors_name_the_problem(tmp_path, tiny_timm):
     deeper = timm_vit(depth=6)
     with pytest.raises(CheckpointError, match='6 base layers'):
         model.load_pretrained(deeper.state_dict())
+
+
+@pytest.mark.parametrize('window, hw', [(3, (7, 5)), (0, (6, 4))])
+def test_vitdet_position_equals_timm_sam_block(window, hw):
+    """A featmap position (window attention with padding, or global attention with resized rel-pos tables) computes
+    what timm's ViTDet-style SAM block computes on the same weights."""
+    from functools import partial
+
+    from timm.models.vision_transformer_sam import Block
+    torch.manual_seed(0)
+    model = _tiny(adapter=None, out_type='featmap', window_size=window or 2, global_indices=() if window else (0,),
+                  use_rel_pos=True)
+    model.positions[0].window_size = window or 0   # (only position 0 is compared)
+    pos, block = model.positions[0], model.blocks[0]
+    with torch.no_grad():
+        for p in (pos.rel_pos_h, pos.rel_pos_w, *block.parameters()):
+            p.normal_(std=0.3)
+    table = window or max(model.grid)
+    ref = Block(64, 4, mlp_ratio=2.0, norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), use_rel_pos=True,
+                window_size=window, input_size=(table, table)).eval()
+    state = {k: v for k, v in block.state_dict().items()}
+    state.update(rel_pos_h=pos.rel_pos_h, rel_pos_w=pos.rel_pos_w)
+    state = {('attn.' + k if k.startswith('rel_pos') else k): v for k, v in state.items()}
+    ref.load_state_dict(state)
+    x = torch.randn(2, *hw, 64)
+    with torch.no_grad():
+        assert (pos(x, block) - ref(x)).abs().max() < 1e-5
+
+
+def test_drop_path_keeps_or_drops_whole_samples_scaled():
+    """Stochastic depth per sample (timm's drop_path): a branch is either dropped or scaled by 1 / keep."""
+    model = _tiny(depth=4, drop_path_rate=0.6).train()
+    pos = model.positions[-1]
+    x, branch = torch.zeros(64, 5, 64), torch.ones(64, 5, 64)
+    torch.manual_seed(0)
+    out = pos._residual(x, branch, None)
+    per_sample = out.flatten(1)
+    assert torch.all(per_sample == per_sample[:, :1])
+    kept = per_sample[:, 0] != 0
+    assert 0 < int(kept.sum()) < 64 and torch.allclose(per_sample[kept, 0], torch.full_like(per_sample[kept, 0], 2.5))
+    assert torch.equal(pos.eval()._residual(x, branch, None), branch)
+
+
+def test_position_embedding_resized_for_other_input_sizes():
+    """The bicubic resize of the position embedding to the input grid (timm's resample_abs_pos_embed, no
+    antialiasing, so down- and up-sizing both interpolate like the pretrained recipe)."""
+    import torch.nn.functional as F
+    model = _tiny()
+    with torch.no_grad():
+        model.pos_embed.normal_()
+    for grid in ((2, 3), (7, 5), (4, 4)):
+        cls_pos, spatial = model._pos_embed_for(grid)
+        grid_in = model.pos_embed[:, 1:].reshape(1, 4, 4, 64).permute(0, 3, 1, 2)
+        want = F.interpolate(grid_in, size=grid, mode='bicubic', align_corners=False)
+        assert torch.equal(cls_pos, model.pos_embed[:, :1])
+        assert torch.allclose(spatial, want.permute(0, 2, 3, 1).reshape(1, -1, 64), atol=1e-6)
