@@ -344,3 +344,68 @@ def test_position_embedding_resized_for_other_input_sizes():
         want = F.interpolate(grid_in, size=grid, mode='bicubic', align_corners=False)
         assert torch.equal(cls_pos, model.pos_embed[:, :1])
         assert torch.allclose(spatial, want.permute(0, 2, 3, 1).reshape(1, -1, 64), atol=1e-6)
+
+
+# ---- the backbone's own config ---------------------------------------------------------------------------------
+CONFIG_SHAPES = [
+    dict(adapter=None),
+    dict(depth=8, mapping='cyclic'),
+    dict(depth=7, mapping='interleave', adapter=dict(type='ParallelAdapter', bottleneck=4, sites=('mlp',))),
+    dict(depth=6, mapping=[0, 1, 1, 2, 3, 0], adapter=dict(type='LoRA', rank=2, targets=('qkv', 'fc2'))),
+    dict(depth=8, function_preserving=True, unshared=('norm',), img_size=(32, 48), in_channels=1),
+    dict(depth=8, out_type='featmap', window_size=2, global_indices=(2, 7), use_rel_pos=True),
+    dict(arch='deit-tiny', depth=13, out_type='featmap', window_size=3, use_rel_pos=True, patch_size=16,
+         img_size=64),
+]
+
+
+@pytest.mark.parametrize('kw', CONFIG_SHAPES)
+def test_config_round_trip_rebuilds_the_same_model(kw):
+    import json
+    kw = dict(kw)
+    model = ScaleNetViT(kw.pop('arch', TINY_ARCH), **dict(dict(img_size=32, patch_size=8), **kw))
+    cfg = model.config()
+    assert json.loads(json.dumps(cfg)) == cfg                   # plain JSON data
+    rebuilt = ScaleNetViT.from_config(cfg)
+    assert rebuilt.config() == cfg
+    assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
+    assert rebuilt.plan == model.plan and [p.window_size for p in rebuilt.positions] == \
+        [p.window_size for p in model.positions]
+    assert cfg['mapping'] == list(model.plan.sources) and cfg['arch']['num_layers'] == model.plan.base_depth
+
+
+def test_from_config_overrides_and_unknown_keys():
+    model = _tiny(depth=8, out_type='featmap', window_size=2, adapter=dict(type='LoRA', rank=2))
+    cfg = model.config()
+    run = ScaleNetViT.from_config(cfg, drop_path_rate=0.3, out_indices=(3, 7), with_cp=True)
+    assert run.config() == cfg and run.out_indices == (3, 7) and run.with_cp and run.positions[-1].drop_path == 0.3
+    deeper = ScaleNetViT.from_config(cfg, depth=12)            # another plan: cyclic, global positions recomputed
+    assert deeper.plan.sources == tuple(p % 4 for p in range(12)) and deeper.global_indices == (2, 5, 8, 11)
+    spread = ScaleNetViT.from_config(cfg, mapping='interleave')
+    assert spread.plan.depth == 8 and spread.plan.sources == (0, 0, 1, 1, 2, 2, 3, 3)
+    with pytest.raises(ValueError, match=r"unknown keys \['drop_path_rate', 'typo'\]"):
+        ScaleNetViT.from_config(dict(cfg, typo=1, drop_path_rate=0.1))
+
+
+@pytest.mark.parametrize('kw', [dict(adapter=dict(type='LoRA', rank=2, targets=('qkv', 'fc1', 'fc2'))),
+                                dict(adapter=None, function_preserving=True, unshared=('norm',))])
+def test_position_export_state_is_what_untied_export_writes(kw):
+    from mmscalenet.checkpoint import untied_state_dict
+    model = _tiny(depth=7, **kw)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if n.startswith('positions.'):
+                p.normal_(std=0.2)
+    untied = untied_state_dict(model)
+    for p in range(model.plan.depth):
+        own = model.untied_block_state(p)
+        theirs = {k[len(f'blocks.{p}.'):]: v for k, v in untied.items() if k.startswith(f'blocks.{p}.')}
+        assert own.keys() == theirs.keys() and all(torch.equal(own[k], theirs[k]) for k in own), p
+
+
+def test_parallel_adapter_says_it_cannot_merge():
+    model = _tiny(depth=5)
+    with pytest.raises(ValueError, match='ReLU between the two projections'):
+        model.untied_block_state(4)
+    assert model.positions[0].adapter_attn.not_mergeable and _tiny(adapter=None).positions[0].adapter_attn.not_mergeable \
+        is None

@@ -30,6 +30,10 @@ ARCHS: Dict[str, Dict[str, Any]] = {
     'deit-base': dict(embed_dims=768, num_layers=12, num_heads=12, mlp_ratio=4.0),
 }
 OUT_TYPES = ('cls_token', 'featmap')
+# What ScaleNetViT.config() records: the constructor arguments that fix the architecture and the parameter set. The
+# others (drop_path_rate, out_indices, with_cp, init_cfg) are run-time choices, given to from_config as overrides.
+CONFIG_KEYS = ('arch', 'depth', 'mapping', 'adapter', 'function_preserving', 'unshared', 'img_size', 'patch_size',
+               'in_channels', 'out_type', 'window_size', 'global_indices', 'use_rel_pos')
 
 
 def resolve_arch(arch: Union[str, Mapping[str, Any]]) -> Dict[str, Any]:
@@ -60,6 +64,15 @@ def resolve_arch(arch: Union[str, Mapping[str, Any]]) -> Dict[str, Any]:
         raise ValueError(f'arch.mlp_ratio must be a finite number > 0 giving an MLP of at least one unit '
                          f'(embed_dims * mlp_ratio >= 1), got {r!r}')
     return out
+
+
+def plain_data(value: Any) -> Any:
+    """Tuples to lists, recursively, and mapping keys to str: what JSON (and ``weights_only`` loading) keeps."""
+    if isinstance(value, (list, tuple)):
+        return [plain_data(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): plain_data(v) for k, v in value.items()}
+    return value
 
 
 def _check_indices(values: Any, name: str) -> None:
@@ -331,6 +344,37 @@ class ScaleNetViT(nn.Module):
         self.init_cfg = dict(init_cfg) if init_cfg is not None else None
         self.num_classes, self.global_pool, self.head = 0, 'token', nn.Identity()  # timm API: reset_classifier
         self.reset_parameters()
+
+    # ---- the architecture as plain data --------------------------------------------------------------------
+    def config(self) -> Dict[str, Any]:
+        """The constructor arguments that rebuild this architecture and parameter set, as JSON-ready plain data
+        (``CONFIG_KEYS``; the depth plan as the explicit per-position list of base layers)."""
+        return plain_data(dict(
+            arch=dict(self.arch), depth=self.plan.depth, mapping=list(self.plan.sources), adapter=self.adapter_cfg,
+            function_preserving=bool(self.function_preserving), unshared=list(self.unshared),
+            img_size=list(self.img_size), patch_size=self.patch_size,
+            in_channels=int(self.patch_embed.proj.in_channels), out_type=self.out_type,
+            window_size=self.window_size, global_indices=list(self.global_indices), use_rel_pos=bool(self.use_rel_pos)))
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any], **overrides: Any) -> 'ScaleNetViT':
+        """The model :meth:`config` describes; ``overrides``: any constructor argument (run-time ones such as
+        ``drop_path_rate``, or another ``depth`` / ``mapping``, which recomputes the plan-dependent
+        ``global_indices``). Keys ``cfg`` leaves out take the constructor's defaults."""
+        if not isinstance(cfg, Mapping):
+            raise TypeError(f'ScaleNetViT.from_config needs a dict, got {type(cfg).__name__}')
+        unknown = sorted(set(cfg) - set(CONFIG_KEYS))
+        if unknown:
+            raise ValueError(f'ScaleNetViT config has unknown keys {unknown}: it holds {list(CONFIG_KEYS)} (run-time '
+                             f'options such as drop_path_rate are overrides)')
+        kw = dict(cfg)
+        if 'depth' in overrides or 'mapping' in overrides:   # another plan: what the old one fixed is recomputed
+            kw.pop('global_indices', None)
+            kw['mapping'] = 'cyclic'
+            if 'depth' in overrides or not isinstance(overrides['mapping'], str):
+                kw.pop('depth', None)
+        kw.update(overrides)
+        return cls(**kw)
 
     # ---- initialisation and loading -----------------------------------------------------------------------
     def reset_parameters(self) -> None:
