@@ -407,5 +407,5 @@ def test_parallel_adapter_says_it_cannot_merge():
     model = _tiny(depth=5)
     with pytest.raises(ValueError, match='ReLU between the two projections'):
         model.untied_block_state(4)
-    assert model.positions[0].adapter_attn.not_mergeable and _tiny(adapter=None).positions[0].adapter_attn.not_mergeable \
-        is None
+    assert model.positions[0].adapter_attn.not_mergeable
+    assert _tiny(adapter=None).positions[0].adapter_attn.not_mergeable is None

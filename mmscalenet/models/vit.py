@@ -1,7 +1,7 @@
 """``ScaleNetViT``: a ViT grown in depth with shared layer weights and per-position adjustment parameters.
 
-Pure torch (registered into mmdet's ``MODELS`` by ``mmscalenet/registry.py``), so it also runs where only torch is
-installed (benchmarks, export). State-dict layout:
+Torch and timm only (registered into mmdet's ``MODELS`` by ``mmscalenet/registry.py``), so it also runs without
+OpenMMLab (benchmarks, export). State-dict layout:
 
 * ``patch_embed.proj``, ``cls_token``, ``pos_embed``, ``norm``: as in timm.
 * ``blocks.{j}.*`` for j < L: the shared weights of base layer j, with timm's names (``norm1``, ``attn.qkv``,
@@ -16,13 +16,14 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
-from timm.layers import drop_path, resample_abs_pos_embed
+from timm.layers import drop_path as stochastic_depth
+from timm.layers import resample_abs_pos_embed
 from timm.models.vision_transformer_sam import get_decomposed_rel_pos_bias, window_partition, window_unpartition
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..expansion import DepthPlan, MappingSpec, _unshared_names, drop_path_rates, make_depth_plan, spread_indices
-from .adapters import Adapter, FusedPath, ReferencePath, build_adapters, parse_adapter_cfg
+from .adapters import FusedPath, ReferencePath, build_adapters, parse_adapter_cfg
 
 ARCHS: Dict[str, Dict[str, Any]] = {
     'deit-tiny': dict(embed_dims=192, num_layers=12, num_heads=3, mlp_ratio=4.0),
@@ -197,7 +198,7 @@ class Position(nn.Module):
     def _residual(self, x: torch.Tensor, branch: torch.Tensor, gate: Optional[torch.Tensor]) -> torch.Tensor:
         if gate is not None:
             branch = branch * gate
-        return x + drop_path(branch, self.drop_path, self.training)
+        return x + stochastic_depth(branch, self.drop_path, self.training)
 
     # ---- sub-layers -----------------------------------------------------------------------------------------
     def _attention(self, h: torch.Tensor, block: SharedBlock, grid: Optional[Tuple[int, int]]) -> torch.Tensor:
