@@ -1,7 +1,9 @@
 """Per-position adjustment parameters: parallel adapters and LoRA (pure torch).
 
 Both start as an exact no-op (the up-projection / ``B`` matrix is zero), so an inserted position starts as an exact
-copy of its source layer.
+copy of its source layer. Every kind sits behind :class:`Adapter`'s interface (the base class is the no-op adapter),
+built by :func:`build_adapters`; a position runs them through :class:`FusedPath` (production) or
+:class:`ReferencePath` (the readable definition the tests compare with).
 """
 from __future__ import annotations
 
