@@ -409,3 +409,18 @@ def test_parallel_adapter_says_it_cannot_merge():
         model.untied_block_state(4)
     assert model.positions[0].adapter_attn.not_mergeable
     assert _tiny(adapter=None).positions[0].adapter_attn.not_mergeable is None
+
+
+def test_adapter_objects_keep_the_checkpoint_keys():
+    """Every position has an adapter object per site (a parameter-free no-op where there is none); LoRA deltas stay
+    under ``lora.{target}`` once, also in a deep copy (which its site adapters then refer to)."""
+    lora = _tiny(depth=5, adapter=dict(type='LoRA', rank=2, targets=('qkv', 'fc2')))
+    keys = {k[len('positions.4.'):] for k in lora.state_dict() if k.startswith('positions.4.')}
+    assert keys == {'lora.qkv.lora_A', 'lora.qkv.lora_B', 'lora.fc2.lora_A', 'lora.fc2.lora_B'}
+    twin = copy.deepcopy(lora)
+    assert twin.positions[4].adapter_attn._deltas[0] is twin.positions[4].lora['qkv']
+    assert twin.positions[4].adapter_mlp._deltas == (None, twin.positions[4].lora['fc2'])
+    bare = _tiny(depth=5, adapter=dict(type='ParallelAdapter', sites=('attn',)))
+    keys = {k[len('positions.4.'):] for k in bare.state_dict() if k.startswith('positions.4.')}
+    assert keys == {f'adapter_attn.{m}.{t}' for m in ('down', 'up') for t in ('weight', 'bias')}
+    assert bare.positions[4].lora is None and not list(bare.positions[4].adapter_mlp.parameters())
