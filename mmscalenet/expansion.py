@@ -132,11 +132,12 @@ def expand_state_dict(base: Mapping[str, torch.Tensor], plan: DepthPlan,
     Shared tensors stay once under ``blocks.{j}``; tensors made per-position (``unshared``) are copied to
     ``positions.{p}.*`` from the source layer g(p). Keys outside the blocks pass through unchanged.
 
-    Returns the new state dict and a report ``{'shared': [...], 'copied': [...], 'ignored': [...]}``.
+    Blocks beyond the plan's base depth are left out. Returns the new state dict and a report
+    ``{'copied': [the per-position keys made]}``.
     """
     per_position = _unshared_names(unshared)
     out: Dict[str, torch.Tensor] = {}
-    report: Dict[str, List[str]] = {'shared': [], 'copied': [], 'ignored': []}
+    report: Dict[str, List[str]] = {'copied': []}
     for key, value in base.items():
         m = _BLOCK_KEY.match(key)
         if not m:
@@ -144,7 +145,6 @@ def expand_state_dict(base: Mapping[str, torch.Tensor], plan: DepthPlan,
             continue
         j, rest = int(m.group(1)), m.group(2)
         if j >= plan.base_depth:
-            report['ignored'].append(key)
             continue
         sub = rest.split('.')[0]
         if sub in per_position:
@@ -153,7 +153,6 @@ def expand_state_dict(base: Mapping[str, torch.Tensor], plan: DepthPlan,
                 report['copied'].append(f'positions.{p}.{rest}')
         else:
             out[key] = value
-            report['shared'].append(key)
     return out, report
 
 

@@ -1,5 +1,6 @@
 """ScaleNetViT: timm parity, expansion equivalence, weight sharing, shapes, errors."""
 import copy
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -169,14 +170,14 @@ def test_fused_adapter_helpers_pass_gradcheck(with_bias):
     out_weight = torch.randn(6, 5, dtype=torch.float64, requires_grad=True)
 
     def fused(h, weight, bias, out_weight, down_w, down_b, up_w, up_b):
-        y, d = adapter.fused_in(h, weight, bias)
-        return adapter.fused_out(torch.tanh(y), out_weight, None, d)
+        y, d = adapter.fused_in(h, SimpleNamespace(weight=weight, bias=bias))
+        return adapter.fused_out(torch.tanh(y), SimpleNamespace(weight=out_weight, bias=None), d)
     params = (adapter.down.weight, adapter.down.bias, adapter.up.weight, adapter.up.bias)
     assert torch.autograd.gradcheck(fused, (h, weight, bias, out_weight) + params)
     # and it is the plain definition: linear, then the adapter branch beside it
-    y, d = adapter.fused_in(h, weight, bias)
+    y, d = adapter.fused_in(h, SimpleNamespace(weight=weight, bias=bias))
     assert torch.allclose(y, torch.nn.functional.linear(h, weight, bias))
-    assert torch.allclose(adapter.fused_out(torch.tanh(y), out_weight, None, d),
+    assert torch.allclose(adapter.fused_out(torch.tanh(y), SimpleNamespace(weight=out_weight, bias=None), d),
                           torch.tanh(y) @ out_weight.t() + adapter.up(torch.relu(d)) * 0.5)
 
 
@@ -287,3 +288,139 @@ def test_checkpoint_errors_name_the_problem(tmp_path, tiny_timm):
     deeper = timm_vit(depth=6)
     with pytest.raises(CheckpointError, match='6 base layers'):
         model.load_pretrained(deeper.state_dict())
+
+
+@pytest.mark.parametrize('window, hw', [(3, (7, 5)), (0, (6, 4))])
+def test_vitdet_position_equals_timm_sam_block(window, hw):
+    """A featmap position (window attention with padding, or global attention with resized rel-pos tables) computes
+    what timm's ViTDet-style SAM block computes on the same weights."""
+    from functools import partial
+
+    from timm.models.vision_transformer_sam import Block
+    torch.manual_seed(0)
+    model = _tiny(adapter=None, out_type='featmap', window_size=window or 2, global_indices=() if window else (0,),
+                  use_rel_pos=True)
+    model.positions[0].window_size = window or 0   # (only position 0 is compared)
+    pos, block = model.positions[0], model.blocks[0]
+    with torch.no_grad():
+        for p in (pos.rel_pos_h, pos.rel_pos_w, *block.parameters()):
+            p.normal_(std=0.3)
+    table = window or max(model.grid)
+    ref = Block(64, 4, mlp_ratio=2.0, norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), use_rel_pos=True,
+                window_size=window, input_size=(table, table)).eval()
+    state = {k: v for k, v in block.state_dict().items()}
+    state.update(rel_pos_h=pos.rel_pos_h, rel_pos_w=pos.rel_pos_w)
+    state = {('attn.' + k if k.startswith('rel_pos') else k): v for k, v in state.items()}
+    ref.load_state_dict(state)
+    x = torch.randn(2, *hw, 64)
+    with torch.no_grad():
+        assert (pos(x, block) - ref(x)).abs().max() < 1e-5
+
+
+def test_drop_path_keeps_or_drops_whole_samples_scaled():
+    """Stochastic depth per sample (timm's drop_path): a branch is either dropped or scaled by 1 / keep."""
+    model = _tiny(depth=4, drop_path_rate=0.6).train()
+    pos = model.positions[-1]
+    x, branch = torch.zeros(64, 5, 64), torch.ones(64, 5, 64)
+    torch.manual_seed(0)
+    out = pos._residual(x, branch, None)
+    per_sample = out.flatten(1)
+    assert torch.all(per_sample == per_sample[:, :1])
+    kept = per_sample[:, 0] != 0
+    assert 0 < int(kept.sum()) < 64 and torch.allclose(per_sample[kept, 0], torch.full_like(per_sample[kept, 0], 2.5))
+    assert torch.equal(pos.eval()._residual(x, branch, None), branch)
+
+
+def test_position_embedding_resized_for_other_input_sizes():
+    """The bicubic resize of the position embedding to the input grid (timm's resample_abs_pos_embed, no
+    antialiasing, so down- and up-sizing both interpolate like the pretrained recipe)."""
+    import torch.nn.functional as F
+    model = _tiny()
+    with torch.no_grad():
+        model.pos_embed.normal_()
+    for grid in ((2, 3), (7, 5), (4, 4)):
+        cls_pos, spatial = model._pos_embed_for(grid)
+        grid_in = model.pos_embed[:, 1:].reshape(1, 4, 4, 64).permute(0, 3, 1, 2)
+        want = F.interpolate(grid_in, size=grid, mode='bicubic', align_corners=False)
+        assert torch.equal(cls_pos, model.pos_embed[:, :1])
+        assert torch.allclose(spatial, want.permute(0, 2, 3, 1).reshape(1, -1, 64), atol=1e-6)
+
+
+# ---- the backbone's own config ---------------------------------------------------------------------------------
+CONFIG_SHAPES = [
+    dict(adapter=None),
+    dict(depth=8, mapping='cyclic'),
+    dict(depth=7, mapping='interleave', adapter=dict(type='ParallelAdapter', bottleneck=4, sites=('mlp',))),
+    dict(depth=6, mapping=[0, 1, 1, 2, 3, 0], adapter=dict(type='LoRA', rank=2, targets=('qkv', 'fc2'))),
+    dict(depth=8, function_preserving=True, unshared=('norm',), img_size=(32, 48), in_channels=1),
+    dict(depth=8, out_type='featmap', window_size=2, global_indices=(2, 7), use_rel_pos=True),
+    dict(arch='deit-tiny', depth=13, out_type='featmap', window_size=3, use_rel_pos=True, patch_size=16,
+         img_size=64),
+]
+
+
+@pytest.mark.parametrize('kw', CONFIG_SHAPES)
+def test_config_round_trip_rebuilds_the_same_model(kw):
+    import json
+    kw = dict(kw)
+    model = ScaleNetViT(kw.pop('arch', TINY_ARCH), **dict(dict(img_size=32, patch_size=8), **kw))
+    cfg = model.config()
+    assert json.loads(json.dumps(cfg)) == cfg                   # plain JSON data
+    rebuilt = ScaleNetViT.from_config(cfg)
+    assert rebuilt.config() == cfg
+    assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
+    assert rebuilt.plan == model.plan and [p.window_size for p in rebuilt.positions] == \
+        [p.window_size for p in model.positions]
+    assert cfg['mapping'] == list(model.plan.sources) and cfg['arch']['num_layers'] == model.plan.base_depth
+
+
+def test_from_config_overrides_and_unknown_keys():
+    model = _tiny(depth=8, out_type='featmap', window_size=2, adapter=dict(type='LoRA', rank=2))
+    cfg = model.config()
+    run = ScaleNetViT.from_config(cfg, drop_path_rate=0.3, out_indices=(3, 7), with_cp=True)
+    assert run.config() == cfg and run.out_indices == (3, 7) and run.with_cp and run.positions[-1].drop_path == 0.3
+    deeper = ScaleNetViT.from_config(cfg, depth=12)            # another plan: cyclic, global positions recomputed
+    assert deeper.plan.sources == tuple(p % 4 for p in range(12)) and deeper.global_indices == (2, 5, 8, 11)
+    spread = ScaleNetViT.from_config(cfg, mapping='interleave')
+    assert spread.plan.depth == 8 and spread.plan.sources == (0, 0, 1, 1, 2, 2, 3, 3)
+    with pytest.raises(ValueError, match=r"unknown keys \['drop_path_rate', 'typo'\]"):
+        ScaleNetViT.from_config(dict(cfg, typo=1, drop_path_rate=0.1))
+
+
+@pytest.mark.parametrize('kw', [dict(adapter=dict(type='LoRA', rank=2, targets=('qkv', 'fc1', 'fc2'))),
+                                dict(adapter=None, function_preserving=True, unshared=('norm',))])
+def test_position_export_state_is_what_untied_export_writes(kw):
+    from mmscalenet.checkpoint import untied_state_dict
+    model = _tiny(depth=7, **kw)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if n.startswith('positions.'):
+                p.normal_(std=0.2)
+    untied = untied_state_dict(model)
+    for p in range(model.plan.depth):
+        own = model.untied_block_state(p)
+        theirs = {k[len(f'blocks.{p}.'):]: v for k, v in untied.items() if k.startswith(f'blocks.{p}.')}
+        assert own.keys() == theirs.keys() and all(torch.equal(own[k], theirs[k]) for k in own), p
+
+
+def test_parallel_adapter_says_it_cannot_merge():
+    model = _tiny(depth=5)
+    with pytest.raises(ValueError, match='ReLU between the two projections'):
+        model.untied_block_state(4)
+    assert model.positions[0].adapter_attn.not_mergeable
+    assert _tiny(adapter=None).positions[0].adapter_attn.not_mergeable is None
+
+
+def test_adapter_objects_keep_the_checkpoint_keys():
+    """Every position has an adapter object per site (a parameter-free no-op where there is none); LoRA deltas stay
+    under ``lora.{target}`` once, also in a deep copy (which its site adapters then refer to)."""
+    lora = _tiny(depth=5, adapter=dict(type='LoRA', rank=2, targets=('qkv', 'fc2')))
+    keys = {k[len('positions.4.'):] for k in lora.state_dict() if k.startswith('positions.4.')}
+    assert keys == {'lora.qkv.lora_A', 'lora.qkv.lora_B', 'lora.fc2.lora_A', 'lora.fc2.lora_B'}
+    twin = copy.deepcopy(lora)
+    assert twin.positions[4].adapter_attn._deltas[0] is twin.positions[4].lora['qkv']
+    assert twin.positions[4].adapter_mlp._deltas == (None, twin.positions[4].lora['fc2'])
+    bare = _tiny(depth=5, adapter=dict(type='ParallelAdapter', sites=('attn',)))
+    keys = {k[len('positions.4.'):] for k in bare.state_dict() if k.startswith('positions.4.')}
+    assert keys == {f'adapter_attn.{m}.{t}' for m in ('down', 'up') for t in ('weight', 'bias')}
+    assert bare.positions[4].lora is None and not list(bare.positions[4].adapter_mlp.parameters())

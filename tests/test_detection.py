@@ -109,6 +109,11 @@ def test_ln2d_matches_layer_norm_over_channels(mmdet_scope):
     x = torch.randn(2, 8, 5, 7)
     ref = torch.nn.functional.layer_norm(x.permute(0, 2, 3, 1), (8,), norm.weight, norm.bias, 1e-6)
     torch.testing.assert_close(norm(x), ref.permute(0, 3, 1, 2))
+    # a norm by type for layer-wise lr decay; inside mmcv's ConvModule under the key the detectors were trained with
+    from mmcv.cnn import ConvModule
+    assert isinstance(norm, torch.nn.LayerNorm)
+    conv = ConvModule(4, 8, 1, norm_cfg=dict(type='ScaleNetLN2d'))
+    assert sorted(conv.state_dict()) == ['conv.weight', 'norm_layer.bias', 'norm_layer.weight']
 
 
 def test_simple_fpn_levels_channels_and_errors(mmdet_scope):

@@ -69,7 +69,10 @@ def test_expand_state_dict_stores_shared_once_and_copies_unshared_norms():
     assert [k for k in own if k.startswith('positions.')] == [
         'positions.0.norm1.weight', 'positions.2.norm1.weight', 'positions.1.norm1.weight', 'positions.3.norm1.weight']
     assert torch.equal(own['positions.3.norm1.weight'], base['blocks.1.norm1.weight'])
-    assert len(report['copied']) == 4
+    assert report == {'copied': ['positions.0.norm1.weight', 'positions.2.norm1.weight', 'positions.1.norm1.weight',
+                                 'positions.3.norm1.weight']}
+    deeper, _ = expand_state_dict(dict(base, **{'blocks.2.norm1.weight': torch.ones(2)}), plan)
+    assert deeper.keys() == base.keys()                     # layers beyond the plan's base depth are left out
     with pytest.raises(ValueError, match='unshared'):
         expand_state_dict(base, plan, unshared=('qkv',))
 

@@ -59,8 +59,7 @@ _KNOWN_KEYS = ('decay_rate', 'num_layers', 'decay_type', 'sharing_rule')
 
 
 def _norm_types() -> Tuple[type, ...]:
-    from ..models.simple_fpn import LN2d
-    return (nn.LayerNorm, nn.GroupNorm, _BatchNorm, _InstanceNorm, nn.LocalResponseNorm, LN2d)
+    return (nn.LayerNorm, nn.GroupNorm, _BatchNorm, _InstanceNorm, nn.LocalResponseNorm)
 
 
 def find_backbone(model: nn.Module) -> Tuple[str, Optional[nn.Module]]:

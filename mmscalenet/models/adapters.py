@@ -1,7 +1,9 @@
 """Per-position adjustment parameters: parallel adapters and LoRA (pure torch).
 
 Both start as an exact no-op (the up-projection / ``B`` matrix is zero), so an inserted position starts as an exact
-copy of its source layer.
+copy of its source layer. Every kind sits behind :class:`Adapter`'s interface (the base class is the no-op adapter),
+built by :func:`build_adapters`; a position runs them through :class:`FusedPath` (production) or
+:class:`ReferencePath` (the readable definition the tests compare with).
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import warnings
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 ADAPTER_TYPES = ('ParallelAdapter', 'LoRA')
@@ -85,12 +88,54 @@ def _check_subset(values: Any, allowed: Tuple[str, ...], key: str, kind: str) ->
     return tuple(v for v in allowed if v in values)  # canonical order, no duplicates
 
 
-class ParallelAdapter(nn.Module):
+class Adapter(nn.Module):
+    """The no-op adapter, and the interface of every adapter: what a depth position adds to one sub-layer
+    (attention or MLP) of its shared block.
+
+    A sub-layer has two shared projections, ``first`` (qkv / fc1) and ``second`` (proj / fc2). The position runs
+    them through its adapter: ``y, carry = fused_in(h, first)``, then ``fused_out(h2, second, carry)``. The adapter
+    runs the host projection itself because its fast path fuses both into one kernel (one autograd node for the
+    input gradient, one in-place ``addmm_`` for the output); ``reference_in`` / ``reference_out`` are the readable
+    definition (tests; ``set_fused(False)`` switches a model to :class:`ReferencePath`). ``merged_weights`` gives
+    the weights of a plain sub-layer computing the same function (export); ``not_mergeable`` says why there is none.
+    """
+
+    #: None when the adapter merges into its sub-layer's weights, else the reason it cannot
+    not_mergeable: Optional[str] = None
+
+    def fused_in(self, h: torch.Tensor, first: nn.Linear) -> Tuple[torch.Tensor, Any]:
+        """The fast path of the first projection: ``(first(h) with the adapter applied, carry)``."""
+        return F.linear(h, first.weight, first.bias), None
+
+    def fused_out(self, h: torch.Tensor, second: nn.Linear, carry: Any) -> torch.Tensor:
+        """The fast path of the second projection, given the ``carry`` of :meth:`fused_in`."""
+        return F.linear(h, second.weight, second.bias)
+
+    def reference_in(self, h: torch.Tensor, first: nn.Linear) -> Tuple[torch.Tensor, Any]:
+        return self.fused_in(h, first)
+
+    def reference_out(self, h: torch.Tensor, second: nn.Linear, carry: Any) -> torch.Tensor:
+        return self.fused_out(h, second, carry)
+
+    def merged_weights(self, first: torch.Tensor, second: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The weights of the two projections (``first``, ``second``: the shared ones) of a plain sub-layer that
+        computes what the adapted one computes; ``ValueError`` saying why when there are none."""
+        if self.not_mergeable:
+            raise ValueError(self.not_mergeable)
+        return first, second
+
+
+class ParallelAdapter(Adapter):
     """AdaptFormer-style bottleneck branch beside a sub-layer: ``scale * up(relu(down(h)))``.
 
     ``h`` is the sub-layer's normalised input; the result is added to the sub-layer's output. ``up`` starts at zero.
-    The block's fast path applies it through :meth:`fused_in` and :meth:`fused_out`.
+    The fast path computes ``down(h)`` together with the first projection and adds the branch in place into the
+    second's output.
     """
+
+    not_mergeable = ('a ParallelAdapter adds up(relu(down(h))) beside its sub-layer, and the ReLU between the two '
+                     'projections means no change to the block\'s own weights computes the same function (only '
+                     'linear adapters such as LoRA merge)')
 
     def __init__(self, dim: int, bottleneck: int = 8, scale: float = 1.0):
         super().__init__()
@@ -98,6 +143,13 @@ class ParallelAdapter(nn.Module):
         self.up = nn.Linear(bottleneck, dim)
         self.scale = scale
         self.reset_parameters()
+
+    @classmethod
+    def build(cls, cfg: Mapping[str, Any], dim: int, hidden: int) -> Tuple[Adapter, Adapter, None]:
+        """The attention and MLP adapters of one position (a no-op where ``cfg['sites']`` leaves a site out)."""
+        make = [cls(dim, cfg['bottleneck'], cfg['scale']) if site in cfg['sites'] else Adapter()
+                for site in ADAPTER_SITES]
+        return make[0], make[1], None
 
     def reset_parameters(self) -> None:
         nn.init.kaiming_uniform_(self.down.weight, a=math.sqrt(5))
@@ -108,23 +160,26 @@ class ParallelAdapter(nn.Module):
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         return self.up(torch.relu(self.down(h))) * self.scale
 
-    # ---- fused application (the block's fast path; equal to forward() up to rounding) --------------------------
-    def fused_in(self, h: torch.Tensor, weight: torch.Tensor,
-                 bias: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
-        """``(linear(h, weight, bias), down(h))`` for the sub-layer's first projection (qkv or fc1).
+    def reference_in(self, h: torch.Tensor, first: nn.Linear) -> Tuple[torch.Tensor, torch.Tensor]:
+        return F.linear(h, first.weight, first.bias), self.down(h)
 
-        The backward adds the adapter's input gradient into the projection's with one in-place ``addmm_``,
-        where autograd would allocate a second input gradient and sum the two.
-        """
-        return _autocast_apply(_LinearWithDown, h, weight, bias, self.down.weight, self.down.bias)
+    def reference_out(self, h: torch.Tensor, second: nn.Linear, down: torch.Tensor) -> torch.Tensor:
+        return F.linear(h, second.weight, second.bias) + self.up(torch.relu(down)) * self.scale
 
-    def fused_out(self, h: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
-                  down: torch.Tensor) -> torch.Tensor:
-        """``linear(h, weight, bias) + scale * up(relu(down))`` for the sub-layer's output projection.
+    def fused_in(self, h: torch.Tensor, first: nn.Linear) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(first(h), down(h))``; the backward adds the adapter's input gradient into the projection's with one
+        in-place ``addmm_``, where autograd would allocate a second input gradient and sum the two."""
+        if torch.jit.is_tracing():  # FLOP counters trace the model: the same products, as ops the tracer sees
+            return self.reference_in(h, first)
+        return _autocast_apply(_LinearWithDown, h, first.weight, first.bias, self.down.weight, self.down.bias)
 
-        The up-bias is folded into the projection's bias and the up-projection is added in place into the
-        projection's output (``addmm_``), so the branch allocates no tensor of the output's size.
-        """
+    def fused_out(self, h: torch.Tensor, second: nn.Linear, down: torch.Tensor) -> torch.Tensor:
+        """``second(h) + scale * up(relu(down))``: the up-bias is folded into the projection's bias and the
+        up-projection is added in place into the projection's output (``addmm_``), so the branch allocates no
+        tensor of the output's size."""
+        if torch.jit.is_tracing():  # the in-place addmm_ is invisible to FLOP counters
+            return self.reference_out(h, second, down)
+        weight, bias = second.weight, second.bias
         bias = self.up.bias * self.scale if bias is None else torch.add(bias, self.up.bias, alpha=self.scale)
         shape = h.shape[:-1] + (weight.shape[0],)
         y = torch.addmm(bias, h.reshape(-1, h.shape[-1]), weight.t())
@@ -155,7 +210,7 @@ class _LinearWithDown(torch.autograd.Function):
     def forward(ctx, h, weight, bias, down_weight, down_bias):
         ctx.save_for_backward(h, weight, down_weight)
         ctx.has_bias = bias is not None
-        return nn.functional.linear(h, weight, bias), nn.functional.linear(h, down_weight, down_bias)
+        return F.linear(h, weight, bias), F.linear(h, down_weight, down_bias)
 
     @staticmethod
     def backward(ctx, grad_y, grad_d):
@@ -175,9 +230,8 @@ class _LinearWithDown(torch.autograd.Function):
 class LoRA(nn.Module):
     """Low-rank delta ``(alpha / rank) * B @ A`` on one shared linear weight; ``B`` starts at zero.
 
-    Mergeable: ``merged(weight)`` returns the effective weight, so the grown model can be exported as a plain,
-    untied ViT. The block adds the delta to the shared weight once per forward (an ``out x in x rank`` product),
-    which is far cheaper than an extra pass over the activations.
+    Mergeable: ``merged(weight)`` returns the effective weight. The fast path adds the delta to the shared weight
+    once per forward (an ``out x in x rank`` product), far cheaper than an extra pass over the activations.
     """
 
     def __init__(self, in_features: int, out_features: int, rank: int = 8, alpha: float = 16.0):
@@ -196,4 +250,87 @@ class LoRA(nn.Module):
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         """Reference (unmerged) delta output for input ``h``."""
-        return nn.functional.linear(nn.functional.linear(h, self.lora_A), self.lora_B) * self.scaling
+        return F.linear(F.linear(h, self.lora_A), self.lora_B) * self.scaling
+
+
+class LoRAAdapter(Adapter):
+    """A sub-layer's LoRA deltas (on its first and / or second projection) behind the :class:`Adapter` interface.
+
+    The position registers the :class:`LoRA` modules under ``lora.{target}`` (the checkpoint keys); this adapter
+    only refers to them (a tuple attribute is not registered), so every tensor has one name.
+    """
+
+    def __init__(self, first: Optional[LoRA], second: Optional[LoRA]):
+        super().__init__()
+        self._deltas = (first, second)
+
+    @classmethod
+    def build(cls, cfg: Mapping[str, Any], dim: int, hidden: int) -> Tuple[Adapter, Adapter, nn.ModuleDict]:
+        """The attention and MLP adapters of one position, and the ``ModuleDict`` of the deltas they use."""
+        shapes = dict(qkv=(dim, 3 * dim), proj=(dim, dim), fc1=(dim, hidden), fc2=(hidden, dim))
+        lora = nn.ModuleDict({t: LoRA(*shapes[t], rank=cfg['rank'], alpha=cfg['alpha']) for t in cfg['targets']})
+        sites = [(lora[a] if a in lora else None, lora[b] if b in lora else None)
+                 for a, b in (('qkv', 'proj'), ('fc1', 'fc2'))]
+        attn, mlp = (cls(*pair) if any(d is not None for d in pair) else Adapter() for pair in sites)
+        return attn, mlp, lora
+
+    def extra_repr(self) -> str:
+        return f'first={self._deltas[0] is not None}, second={self._deltas[1] is not None}'
+
+    def _merged(self, i: int, weight: torch.Tensor) -> torch.Tensor:
+        delta = self._deltas[i]
+        return weight if delta is None else delta.merged(weight)
+
+    def fused_in(self, h: torch.Tensor, first: nn.Linear) -> Tuple[torch.Tensor, None]:
+        return F.linear(h, self._merged(0, first.weight), first.bias), None
+
+    def fused_out(self, h: torch.Tensor, second: nn.Linear, carry: Any) -> torch.Tensor:
+        return F.linear(h, self._merged(1, second.weight), second.bias)
+
+    def _reference(self, i: int, h: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
+        y, delta = F.linear(h, linear.weight, linear.bias), self._deltas[i]
+        return y if delta is None else y + delta(h)
+
+    def reference_in(self, h: torch.Tensor, first: nn.Linear) -> Tuple[torch.Tensor, None]:
+        return self._reference(0, h, first), None
+
+    def reference_out(self, h: torch.Tensor, second: nn.Linear, carry: Any) -> torch.Tensor:
+        return self._reference(1, h, second)
+
+    def merged_weights(self, first: torch.Tensor, second: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        return self._merged(0, first), self._merged(1, second)
+
+
+_BUILDERS = {'ParallelAdapter': ParallelAdapter.build, 'LoRA': LoRAAdapter.build}
+
+
+def build_adapters(cfg: Optional[Mapping[str, Any]], dim: int,
+                   hidden: int) -> Tuple[Adapter, Adapter, Optional[nn.ModuleDict]]:
+    """(attention adapter, MLP adapter, LoRA deltas or None) of one position, from a parsed adapter config."""
+    if cfg is None:
+        return Adapter(), Adapter(), None
+    return _BUILDERS[cfg['type']](cfg, dim, hidden)
+
+
+class FusedPath:
+    """How a position runs its adapters in production: the fused kernels (:meth:`Adapter.fused_in` / ``_out``)."""
+
+    @staticmethod
+    def project_in(adapter: Adapter, h: torch.Tensor, first: nn.Linear) -> Tuple[torch.Tensor, Any]:
+        return adapter.fused_in(h, first)
+
+    @staticmethod
+    def project_out(adapter: Adapter, h: torch.Tensor, second: nn.Linear, carry: Any) -> torch.Tensor:
+        return adapter.fused_out(h, second, carry)
+
+
+class ReferencePath:
+    """The readable definition (:meth:`Adapter.reference_in` / ``_out``): what tests compare the fused path with."""
+
+    @staticmethod
+    def project_in(adapter: Adapter, h: torch.Tensor, first: nn.Linear) -> Tuple[torch.Tensor, Any]:
+        return adapter.reference_in(h, first)
+
+    @staticmethod
+    def project_out(adapter: Adapter, h: torch.Tensor, second: nn.Linear, carry: Any) -> torch.Tensor:
+        return adapter.reference_out(h, second, carry)

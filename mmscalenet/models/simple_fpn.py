@@ -5,7 +5,7 @@
 * :class:`ScaleNetMultiLevelNeck` — the classic recipe (Li et al., "Benchmarking detection transfer learning with
   vision transformers"): several backbone positions (``out_indices``), each rescaled to one level, then an
   ordinary top-down FPN (mmdet's ``FPN`` by default).
-* :class:`LN2d` — LayerNorm over the channels of an NCHW map (the norm of ViTDet's neck and heads).
+* :class:`LN2d` — timm's LayerNorm over the channels of an NCHW map (the norm of ViTDet's neck and heads).
 
 Both necks accept a tensor or the backbone's tuple of maps, and a map of any stride: ``scale_factors`` says how
 each level is made from it (powers of two; 4 = two 2x transposed convs, 0.5 = 2x2 max pooling). For a stride-16
@@ -21,28 +21,21 @@ import torch.nn.functional as F
 from mmcv.cnn import ConvModule, build_norm_layer
 from mmdet.registry import MODELS
 from mmengine.model import BaseModule
+from timm.layers import LayerNorm2d
 from torch import nn
 
 Maps = Union[torch.Tensor, Sequence[torch.Tensor]]
 
 
-class LN2d(nn.Module):
-    """LayerNorm over the channel dimension of (B, C, H, W) maps (ConvNeXt / ViTDet ``LayerNorm2d``)."""
+class LN2d(LayerNorm2d):
+    """timm's ``LayerNorm2d`` (LayerNorm over the channels of (B, C, H, W) maps, eps 1e-6), named for mmcv.
 
-    def __init__(self, num_channels: int, eps: float = 1e-6):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(num_channels))
-        self.bias = nn.Parameter(torch.zeros(num_channels))
-        self.eps = eps
+    ``_abbr_`` keeps the name mmcv's ``ConvModule`` gives the norm (``norm_layer``, as for the hand-written LN2d
+    this replaces), so the state-dict keys of detectors trained before stay; a subclass of ``nn.LayerNorm``, so
+    layer-wise lr decay treats it as a norm by type.
+    """
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        u = x.mean(1, keepdim=True)
-        s = (x - u).pow(2).mean(1, keepdim=True)
-        x = (x - u) / torch.sqrt(s + self.eps)
-        return self.weight[:, None, None] * x + self.bias[:, None, None]
-
-    def extra_repr(self) -> str:
-        return f'{self.weight.shape[0]}, eps={self.eps}'
+    _abbr_ = 'norm_layer'
 
 
 # mmdet's ViTDet project registers an ``LN2d`` of its own (same computation, eps 1e-6). Ours is registered under a

@@ -196,7 +196,7 @@ class SwinPosition(Position):
         Hp, Wp = H + pad_h, W + pad_w
         win = h.view(B, Hp // wh, wh, Wp // ww, ww, C).permute(0, 1, 3, 2, 4, 5).reshape(-1, wh * ww, C)
         Bw, N, _ = win.shape
-        qkv, down = self._linear(win, block.attn.qkv, 'qkv', self.adapter_attn)
+        qkv, carry = self.path.project_in(self.adapter_attn, win, block.attn.qkv)
         q, k, v = qkv.reshape(Bw, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         table = self.relative_position_bias_table
         if table is None:
@@ -207,8 +207,7 @@ class SwinPosition(Position):
             bias = (bias.unsqueeze(1) + geo.mask.to(q.dtype).view(1, nW, 1, N, N)).expand(
                 Bw // nW, -1, -1, -1, -1).reshape(Bw, self.num_heads, N, N)
         o = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-        o = self._project_out(o.transpose(1, 2).reshape(Bw, N, C), block.attn.proj, 'proj', down,
-                              self.adapter_attn)
+        o = self.path.project_out(self.adapter_attn, o.transpose(1, 2).reshape(Bw, N, C), block.attn.proj, carry)
         o = o.view(B, Hp // wh, Wp // ww, wh, ww, C).permute(0, 1, 3, 2, 4, 5).reshape(B, Hp, Wp, C)
         if pad_h or pad_w:
             o = o[:, :H, :W, :]
@@ -466,7 +465,7 @@ class ScaleNetSwin(nn.Module):
         """Fused adapter path (default) or the plain reference implementation."""
         for stage in self.layers:
             for pos in stage.positions:
-                pos.fused = fused
+                pos.set_fused(fused)
         return self
 
     def parity_mismatches(self) -> List[Tuple[int, int, int]]:

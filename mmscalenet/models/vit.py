@@ -1,7 +1,7 @@
 """``ScaleNetViT``: a ViT grown in depth with shared layer weights and per-position adjustment parameters.
 
-Pure torch (registered into mmdet's ``MODELS`` by ``mmscalenet/registry.py``), so it also runs where only torch is
-installed (benchmarks, export). State-dict layout:
+Torch and timm only (registered into mmdet's ``MODELS`` by ``mmscalenet/registry.py``), so it also runs without
+OpenMMLab (benchmarks, export). State-dict layout:
 
 * ``patch_embed.proj``, ``cls_token``, ``pos_embed``, ``norm``: as in timm.
 * ``blocks.{j}.*`` for j < L: the shared weights of base layer j, with timm's names (``norm1``, ``attn.qkv``,
@@ -16,11 +16,14 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
+from timm.layers import drop_path as stochastic_depth
+from timm.layers import resample_abs_pos_embed
+from timm.models.vision_transformer_sam import get_decomposed_rel_pos_bias, window_partition, window_unpartition
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..expansion import DepthPlan, MappingSpec, _unshared_names, drop_path_rates, make_depth_plan, spread_indices
-from .adapters import LoRA, ParallelAdapter, parse_adapter_cfg
+from .adapters import FusedPath, ReferencePath, build_adapters, parse_adapter_cfg
 
 ARCHS: Dict[str, Dict[str, Any]] = {
     'deit-tiny': dict(embed_dims=192, num_layers=12, num_heads=3, mlp_ratio=4.0),
@@ -28,6 +31,10 @@ ARCHS: Dict[str, Dict[str, Any]] = {
     'deit-base': dict(embed_dims=768, num_layers=12, num_heads=12, mlp_ratio=4.0),
 }
 OUT_TYPES = ('cls_token', 'featmap')
+# What ScaleNetViT.config() records: the constructor arguments that fix the architecture and the parameter set. The
+# others (drop_path_rate, out_indices, with_cp, init_cfg) are run-time choices, given to from_config as overrides.
+CONFIG_KEYS = ('arch', 'depth', 'mapping', 'adapter', 'function_preserving', 'unshared', 'img_size', 'patch_size',
+               'in_channels', 'out_type', 'window_size', 'global_indices', 'use_rel_pos')
 
 
 def resolve_arch(arch: Union[str, Mapping[str, Any]]) -> Dict[str, Any]:
@@ -58,6 +65,15 @@ def resolve_arch(arch: Union[str, Mapping[str, Any]]) -> Dict[str, Any]:
         raise ValueError(f'arch.mlp_ratio must be a finite number > 0 giving an MLP of at least one unit '
                          f'(embed_dims * mlp_ratio >= 1), got {r!r}')
     return out
+
+
+def plain_data(value: Any) -> Any:
+    """Tuples to lists, recursively, and mapping keys to str: what JSON (and ``weights_only`` loading) keeps."""
+    if isinstance(value, (list, tuple)):
+        return [plain_data(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): plain_data(v) for k, v in value.items()}
+    return value
 
 
 def _check_indices(values: Any, name: str) -> None:
@@ -96,51 +112,16 @@ class SharedBlock(nn.Module):
         self.mlp = _Mlp(dim, int(dim * mlp_ratio))
 
 
-def window_partition(x: torch.Tensor, ws: int) -> Tuple[torch.Tensor, Tuple[int, int]]:
-    """(B, H, W, C) -> (B * nW, ws, ws, C), padding H and W up to multiples of ``ws``."""
-    B, H, W, C = x.shape
-    pad_h, pad_w = (-H) % ws, (-W) % ws
-    if pad_h or pad_w:
-        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
-    Hp, Wp = H + pad_h, W + pad_w
-    x = x.view(B, Hp // ws, ws, Wp // ws, ws, C).permute(0, 1, 3, 2, 4, 5)
-    return x.reshape(-1, ws, ws, C), (Hp, Wp)
-
-
-def window_unpartition(x: torch.Tensor, ws: int, padded: Tuple[int, int], hw: Tuple[int, int]) -> torch.Tensor:
-    """Inverse of :func:`window_partition`, dropping the padding."""
-    Hp, Wp = padded
-    H, W = hw
-    B = x.shape[0] // ((Hp // ws) * (Wp // ws))
-    x = x.view(B, Hp // ws, Wp // ws, ws, ws, -1).permute(0, 1, 3, 2, 4, 5).reshape(B, Hp, Wp, -1)
-    return x[:, :H, :W, :] if (Hp, Wp) != (H, W) else x
-
-
-def rel_pos_for(size: int, table: torch.Tensor) -> torch.Tensor:
-    """Relative-position embeddings R[i - j + size - 1] for a ``size`` x ``size`` query/key grid axis.
-
-    ``table`` has 2 * S - 1 rows for the size S it was made for; it is linearly resized when ``size`` differs.
-    """
-    rows = 2 * size - 1
-    if table.shape[0] != rows:
-        table = F.interpolate(table.t().unsqueeze(0), size=rows, mode='linear', align_corners=False)[0].t()
-    coords = torch.arange(size, device=table.device)
-    return table[coords[:, None] - coords[None, :] + size - 1]
-
-
 def decomposed_rel_pos_bias(q: torch.Tensor, grid: Tuple[int, int], rel_h: torch.Tensor,
                             rel_w: torch.Tensor) -> torch.Tensor:
-    """MViTv2 / ViTDet decomposed relative-position bias for queries ``q`` (B, heads, H*W, hd).
+    """MViTv2 / ViTDet decomposed relative-position bias (timm's) for queries ``q`` (B, heads, H*W, hd).
 
-    Returns an additive attention bias (B, heads, H*W, H*W).
+    Returns an additive attention bias (B, heads, H*W, H*W); the tables are resized when ``grid`` differs from the
+    size they were made for.
     """
     B, nh, N, hd = q.shape
-    H, W = grid
-    Rh, Rw = rel_pos_for(H, rel_h), rel_pos_for(W, rel_w)
-    r_q = q.reshape(B, nh, H, W, hd)
-    bias_h = torch.einsum('bnhwc,hkc->bnhwk', r_q, Rh.to(q.dtype))
-    bias_w = torch.einsum('bnhwc,wkc->bnhwk', r_q, Rw.to(q.dtype))
-    return (bias_h[..., :, None] + bias_w[..., None, :]).reshape(B, nh, N, N)
+    bias = get_decomposed_rel_pos_bias(q.reshape(B * nh, N, hd), rel_h.to(q.dtype), rel_w.to(q.dtype), grid, grid)
+    return bias.view(B, nh, N, N)
 
 
 class Position(nn.Module):
@@ -157,24 +138,15 @@ class Position(nn.Module):
         self.num_heads, self.head_dim = num_heads, dim // num_heads
         self.drop_path = drop_path
         self.window_size = window_size
-        self.fused = True
         hidden = int(dim * mlp_ratio)
         if own_norms:  # norm_eps: 1e-6 for timm's ViT, 1e-5 for its Swin (the Swin position subclasses this)
             self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
             self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         else:
             self.norm1 = self.norm2 = None
-        self.adapter_attn = self.adapter_mlp = None
-        self.lora = None
-        if adapter is not None and adapter['type'] == 'ParallelAdapter':
-            if 'attn' in adapter['sites']:
-                self.adapter_attn = ParallelAdapter(dim, adapter['bottleneck'], adapter['scale'])
-            if 'mlp' in adapter['sites']:
-                self.adapter_mlp = ParallelAdapter(dim, adapter['bottleneck'], adapter['scale'])
-        elif adapter is not None:
-            shapes = dict(qkv=(dim, 3 * dim), proj=(dim, dim), fc1=(dim, hidden), fc2=(hidden, dim))
-            self.lora = nn.ModuleDict({t: LoRA(*shapes[t], rank=adapter['rank'], alpha=adapter['alpha'])
-                                       for t in adapter['targets']})
+        # one interface for every kind (a no-op where there is none); LoRA deltas keep their keys lora.{target}
+        self.adapter_attn, self.adapter_mlp, self.lora = build_adapters(adapter, dim, hidden)
+        self.path = FusedPath   # set_fused(False): ReferencePath, the readable definition
         if gated:  # function-preserving growth: an inserted position starts as the identity
             # shape (1,), not a 0-dim scalar: FSDP2 cannot shard 0-dim parameters
             self.gate_attn = nn.Parameter(torch.zeros(1))
@@ -192,69 +164,62 @@ class Position(nn.Module):
         attn = f'window={self.window_size}' if self.window_size else 'global'
         return f'index={self.index}, source={self.source}, {attn}, drop_path={self.drop_path:.3f}'
 
+    # ---- adapters ------------------------------------------------------------------------------------------
+    @property
+    def fused(self) -> bool:
+        return self.path is FusedPath
+
+    def set_fused(self, fused: bool) -> None:
+        """Fused kernels (fast, default) or the plain reference implementation of the adapters."""
+        self.path = FusedPath if fused else ReferencePath
+
+    @torch.no_grad()
+    def export_state(self, block: SharedBlock) -> Dict[str, torch.Tensor]:
+        """This position as the state dict of a plain timm ``Block``: its norms, the shared weights with its
+        adapters merged (``ValueError`` when they cannot be) and its residual gates folded into ``attn.proj`` /
+        ``mlp.fc2``. Untied export writes it as block ``index``."""
+        out: Dict[str, torch.Tensor] = {}
+        for name, own, shared in (('norm1', self.norm1, block.norm1), ('norm2', self.norm2, block.norm2)):
+            norm = own if own is not None else shared
+            out[f'{name}.weight'], out[f'{name}.bias'] = norm.weight.clone(), norm.bias.clone()
+        for site, adapter, gate, first, second in (
+                (('attn.qkv', 'attn.proj'), self.adapter_attn, self.gate_attn, block.attn.qkv, block.attn.proj),
+                (('mlp.fc1', 'mlp.fc2'), self.adapter_mlp, self.gate_mlp, block.mlp.fc1, block.mlp.fc2)):
+            weights = adapter.merged_weights(first.weight.float(), second.weight.float())
+            for name, linear, weight in zip(site, (first, second), weights):
+                bias = linear.bias.float()
+                if linear is second and gate is not None:
+                    weight, bias = weight * gate.float(), bias * gate.float()
+                out[f'{name}.weight'] = weight.to(linear.weight.dtype).contiguous()
+                out[f'{name}.bias'] = bias.to(linear.bias.dtype).contiguous()
+        return out
+
     # ---- helpers --------------------------------------------------------------------------------------------
-    def _weight(self, linear: nn.Linear, name: str) -> torch.Tensor:
-        if self.lora is not None and name in self.lora:
-            return self.lora[name].merged(linear.weight) if self.fused else linear.weight
-        return linear.weight
-
-    def _linear(self, h: torch.Tensor, linear: nn.Linear, name: str,
-                adapter: Optional[ParallelAdapter]) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """``linear(h)`` (+ LoRA delta) and, when ``adapter`` is given, its down-projection of the same input.
-
-        The reference path (``fused=False``) runs every piece as its own module: the readable definition, kept
-        for tests.
-        """
-        weight, bias = self._weight(linear, name), linear.bias
-        if not self.fused:
-            y = F.linear(h, weight, bias)
-            if self.lora is not None and name in self.lora:
-                y = y + self.lora[name](h)
-            return y, (adapter.down(h) if adapter is not None else None)
-        if adapter is None:
-            return F.linear(h, weight, bias), None
-        if torch.jit.is_tracing():  # FLOP counters trace the model: the same products, as ops the tracer sees
-            return F.linear(h, weight, bias), adapter.down(h)
-        return adapter.fused_in(h, weight, bias)
-
-    def _project_out(self, h: torch.Tensor, linear: nn.Linear, name: str, down: Optional[torch.Tensor],
-                     adapter: Optional[ParallelAdapter]) -> torch.Tensor:
-        """The sub-layer's output projection ``linear(h)`` plus the adapter's ``scale * up(relu(down))``."""
-        if adapter is None:
-            return self._linear(h, linear, name, None)[0]
-        if not self.fused or torch.jit.is_tracing():  # traced: the fused in-place addmm_ is invisible to counters
-            return self._linear(h, linear, name, None)[0] + adapter.up(torch.relu(down)) * adapter.scale
-        return adapter.fused_out(h, self._weight(linear, name), linear.bias, down)
-
     def _residual(self, x: torch.Tensor, branch: torch.Tensor, gate: Optional[torch.Tensor]) -> torch.Tensor:
         if gate is not None:
             branch = branch * gate
-        if self.training and self.drop_path > 0:
-            keep = 1.0 - self.drop_path
-            mask = branch.new_empty((branch.shape[0],) + (1,) * (branch.dim() - 1)).bernoulli_(keep)
-            branch = branch * mask / keep
-        return x + branch
+        return x + stochastic_depth(branch, self.drop_path, self.training)
 
     # ---- sub-layers -----------------------------------------------------------------------------------------
     def _attention(self, h: torch.Tensor, block: SharedBlock, grid: Optional[Tuple[int, int]]) -> torch.Tensor:
         """Multi-head self-attention over the tokens of ``h`` (B, N, C); ``grid`` = (H, W) for rel-pos."""
         B, N, C = h.shape
-        qkv, down = self._linear(h, block.attn.qkv, 'qkv', self.adapter_attn)
+        qkv, carry = self.path.project_in(self.adapter_attn, h, block.attn.qkv)
         q, k, v = qkv.reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         bias = None
         if self.rel_pos_h is not None and grid is not None:
             bias = decomposed_rel_pos_bias(q, grid, self.rel_pos_h, self.rel_pos_w)
         o = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
         o = o.transpose(1, 2).reshape(B, N, C)
-        return self._project_out(o, block.attn.proj, 'proj', down, self.adapter_attn)
+        return self.path.project_out(self.adapter_attn, o, block.attn.proj, carry)
 
     def _mlp(self, h: torch.Tensor, block: SharedBlock) -> torch.Tensor:
-        z, down = self._linear(h, block.mlp.fc1, 'fc1', self.adapter_mlp)
+        z, carry = self.path.project_in(self.adapter_mlp, h, block.mlp.fc1)
         # rebind, don't nest: holding fc1's output through fc2 (as F.gelu(z) in the call would) keeps two
         # hidden-size buffers alive at once, and on CPU glibc then hands the pair back to the OS after every
         # block, so the next block page-faults them in again (measured: gelu 3x slower in inference)
         z = F.gelu(z)
-        return self._project_out(z, block.mlp.fc2, 'fc2', down, self.adapter_mlp)
+        return self.path.project_out(self.adapter_mlp, z, block.mlp.fc2, carry)
 
     def forward(self, x: torch.Tensor, block: SharedBlock) -> torch.Tensor:
         """``x``: (B, N, C) tokens (class-token mode) or (B, H, W, C) feature map (dense mode)."""
@@ -267,7 +232,7 @@ class Position(nn.Module):
                 ws = self.window_size
                 windows, padded = window_partition(h, ws)
                 a = self._attention(windows.reshape(-1, ws * ws, C), block, (ws, ws))
-                a = window_unpartition(a.view(-1, ws, ws, C), ws, padded, (H, W))
+                a = window_unpartition(a.view(-1, ws, ws, C), ws, (H, W), padded)
             else:
                 a = self._attention(h.reshape(B, H * W, C), block, (H, W)).view(B, H, W, C)
         else:
@@ -381,6 +346,37 @@ class ScaleNetViT(nn.Module):
         self.num_classes, self.global_pool, self.head = 0, 'token', nn.Identity()  # timm API: reset_classifier
         self.reset_parameters()
 
+    # ---- the architecture as plain data --------------------------------------------------------------------
+    def config(self) -> Dict[str, Any]:
+        """The constructor arguments that rebuild this architecture and parameter set, as JSON-ready plain data
+        (``CONFIG_KEYS``; the depth plan as the explicit per-position list of base layers)."""
+        return plain_data(dict(
+            arch=dict(self.arch), depth=self.plan.depth, mapping=list(self.plan.sources), adapter=self.adapter_cfg,
+            function_preserving=bool(self.function_preserving), unshared=list(self.unshared),
+            img_size=list(self.img_size), patch_size=self.patch_size,
+            in_channels=int(self.patch_embed.proj.in_channels), out_type=self.out_type,
+            window_size=self.window_size, global_indices=list(self.global_indices), use_rel_pos=bool(self.use_rel_pos)))
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any], **overrides: Any) -> 'ScaleNetViT':
+        """The model :meth:`config` describes; ``overrides``: any constructor argument (run-time ones such as
+        ``drop_path_rate``, or another ``depth`` / ``mapping``, which recomputes the plan-dependent
+        ``global_indices``). Keys ``cfg`` leaves out take the constructor's defaults."""
+        if not isinstance(cfg, Mapping):
+            raise TypeError(f'ScaleNetViT.from_config needs a dict, got {type(cfg).__name__}')
+        unknown = sorted(set(cfg) - set(CONFIG_KEYS))
+        if unknown:
+            raise ValueError(f'ScaleNetViT config has unknown keys {unknown}: it holds {list(CONFIG_KEYS)} (run-time '
+                             f'options such as drop_path_rate are overrides)')
+        kw = dict(cfg)
+        if 'depth' in overrides or 'mapping' in overrides:   # another plan: what the old one fixed is recomputed
+            kw.pop('global_indices', None)
+            kw['mapping'] = 'cyclic'
+            if 'depth' in overrides or not isinstance(overrides['mapping'], str):
+                kw.pop('depth', None)
+        kw.update(overrides)
+        return cls(**kw)
+
     # ---- initialisation and loading -----------------------------------------------------------------------
     def reset_parameters(self) -> None:
         """timm's ViT initialisation for the shared weights; adapters keep their own (zero up-projection)."""
@@ -429,19 +425,21 @@ class ScaleNetViT(nn.Module):
     def set_fused(self, fused: bool) -> 'ScaleNetViT':
         """Switch between the fused (fast, default) and the plain reference implementation of the adapters."""
         for pos in self.positions:
-            pos.fused = fused
+            pos.set_fused(fused)
         return self
+
+    def untied_block_state(self, p: int) -> Dict[str, torch.Tensor]:
+        """Position ``p`` as a plain timm block's state dict (see :meth:`Position.export_state`)."""
+        return self.positions[p].export_state(self.blocks[self.plan.sources[p]])
 
     # ---- forward ---------------------------------------------------------------------------------------------
     def _pos_embed_for(self, grid: Tuple[int, int]) -> Tuple[torch.Tensor, torch.Tensor]:
         """Class-slot and spatial position embeddings, the latter resized (bicubic) to ``grid`` if needed."""
-        cls_pos, spatial = self.pos_embed[:, :1], self.pos_embed[:, 1:]
+        pos_embed = self.pos_embed
         if tuple(grid) != self.grid:
-            C = spatial.shape[-1]
-            spatial = spatial.reshape(1, *self.grid, C).permute(0, 3, 1, 2)
-            spatial = F.interpolate(spatial, size=grid, mode='bicubic', align_corners=False)
-            spatial = spatial.permute(0, 2, 3, 1).reshape(1, grid[0] * grid[1], C)
-        return cls_pos, spatial
+            pos_embed = resample_abs_pos_embed(pos_embed, list(grid), list(self.grid), num_prefix_tokens=1,
+                                               antialias=False)
+        return pos_embed[:, :1], pos_embed[:, 1:]
 
     def _run(self, p: int, x: torch.Tensor) -> torch.Tensor:
         pos, block = self.positions[p], self.blocks[self.plan.sources[p]]
