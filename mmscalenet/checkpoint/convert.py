@@ -10,6 +10,7 @@ from typing import Any, Dict, List, Mapping, Tuple
 
 import torch
 import torch.nn.functional as F
+from timm.layers import resample_abs_pos_embed
 
 from .io import FORMAT_VERSION, META_KEY, CheckpointError
 
@@ -82,18 +83,14 @@ def backbone_state_dict(state: Mapping[str, torch.Tensor]) -> Tuple[Dict[str, to
 
 def resize_pos_embed(pos_embed: torch.Tensor, grid: Tuple[int, int], num_prefix: int = 1) -> torch.Tensor:
     """Resize a (1, prefix + h*w, C) position embedding to ``grid`` (bicubic), keeping ``num_prefix`` tokens."""
-    prefix, spatial = pos_embed[:, :num_prefix], pos_embed[:, num_prefix:]
-    n = spatial.shape[1]
+    n = pos_embed.shape[1] - num_prefix
     side = int(round(n ** 0.5))
     if side * side != n:
         raise CheckpointError(f'pos_embed has {n} spatial tokens, which is not a square grid')
     if (side, side) == tuple(grid):
         return pos_embed
-    C = spatial.shape[-1]
-    spatial = spatial.reshape(1, side, side, C).permute(0, 3, 1, 2).float()
-    spatial = F.interpolate(spatial, size=tuple(grid), mode='bicubic', align_corners=False)
-    spatial = spatial.permute(0, 2, 3, 1).reshape(1, grid[0] * grid[1], C).to(pos_embed.dtype)
-    return torch.cat([prefix, spatial], dim=1)
+    return resample_abs_pos_embed(pos_embed, list(grid), [side, side], num_prefix_tokens=num_prefix,
+                                  antialias=False)   # bicubic, as the model resizes at run time
 
 
 def _resize_rel_pos(table: torch.Tensor, rows: int) -> torch.Tensor:

@@ -55,26 +55,12 @@ def untied_state_dict(model, head: Optional[Mapping[str, torch.Tensor]] = None) 
     check_exportable(model)
     state = {k: v.detach().clone() for k, v in model.state_dict().items()
              if not k.startswith(('blocks.', 'positions.'))}
-    for p, pos in enumerate(model.positions):
-        block = model.blocks[model.plan.sources[p]]
-        norm1 = pos.norm1 if pos.norm1 is not None else block.norm1
-        norm2 = pos.norm2 if pos.norm2 is not None else block.norm2
-        linears = {'attn.qkv': ('qkv', block.attn.qkv), 'attn.proj': ('proj', block.attn.proj),
-                   'mlp.fc1': ('fc1', block.mlp.fc1), 'mlp.fc2': ('fc2', block.mlp.fc2)}
-        gates = {'attn.proj': pos.gate_attn, 'mlp.fc2': pos.gate_mlp}
-        for name, (short, linear) in linears.items():
-            weight = linear.weight.detach().float()
-            if pos.lora is not None and short in pos.lora:
-                weight = pos.lora[short].merged(weight)
-            bias = linear.bias.detach().float()
-            gate = gates.get(name)
-            if gate is not None:
-                weight, bias = weight * gate.detach().float(), bias * gate.detach().float()
-            state[f'positions.{p}.{name}.weight'] = weight.to(linear.weight.dtype).contiguous()
-            state[f'positions.{p}.{name}.bias'] = bias.to(linear.bias.dtype).contiguous()
-        for name, norm in (('norm1', norm1), ('norm2', norm2)):
-            state[f'positions.{p}.{name}.weight'] = norm.weight.detach().clone()
-            state[f'positions.{p}.{name}.bias'] = norm.bias.detach().clone()
+    for p in range(model.plan.depth):
+        try:
+            block = model.untied_block_state(p)
+        except ValueError as err:   # an adapter that cannot be merged (check_exportable names the way out)
+            raise NotMergeableError(str(err)) from None
+        state.update({f'positions.{p}.{name}': value for name, value in block.items()})
     out = untie_state_dict(state, model.plan)
     if head:
         out['head.weight'] = head['weight'].detach().clone()

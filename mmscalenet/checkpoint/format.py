@@ -15,6 +15,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import torch
 
+from ..models.vit import plain_data
 from .convert import _base_depth_of, _positions_of, backbone_state_dict, check_tensors_fit, split_checkpoint
 from .io import (FORMAT_VERSION, META_KEY, CheckpointError, atomic_save, atomic_write, check_finite,
                  resolve_checkpoint, tensor_digest, verify_digest)
@@ -193,74 +194,50 @@ def read_checkpoint(source: Union[str, Mapping[str, Any]], *, allow_nonfinite: b
 
 
 # ---- describing a model, and rebuilding it -------------------------------------------------------------------------
-def _plain(value: Any) -> Any:
-    """Tuples to lists, recursively: the metadata must survive JSON (safetensors) and ``weights_only`` loading."""
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    return value
-
-
 def scalenet_meta(model) -> Dict[str, Any]:
     """Plain-data description of a ``ScaleNetViT`` (JSON-serialisable), stored beside its unique tensors.
 
-    Holds everything :func:`build_from_meta` needs to rebuild a model with exactly the same tensors.
+    The model's own :meth:`~mmscalenet.models.vit.ScaleNetViT.config` (its plan ``mapping`` stored as ``sources``,
+    next to ``base_depth``, the fields the file's validation and the plan checks read) plus the run-time
+    ``out_indices`` / ``drop_path_rate``: everything :func:`build_from_meta` needs to rebuild the same tensors.
     """
-    adapter = model.adapter_cfg
-    return _plain({
-        'format_version': FORMAT_VERSION,
-        'arch': dict(model.arch),
-        'base_depth': model.plan.base_depth,
-        'sources': list(model.plan.sources),
-        'adapter': dict(adapter) if adapter else None,
-        'unshared': list(model.unshared),
-        'function_preserving': bool(model.function_preserving),
-        'img_size': list(model.img_size),
-        'patch_size': model.patch_size,
-        'in_channels': int(model.patch_embed.proj.in_channels),
-        'out_type': model.out_type,
-        'out_indices': list(model.out_indices),
-        'window_size': int(model.window_size),
-        'global_indices': list(model.global_indices),
-        'use_rel_pos': bool(model.use_rel_pos),
-        'drop_path_rate': float(model.drop_path_rate),
-    })
+    meta = {'format_version': FORMAT_VERSION, **model.config()}
+    meta['sources'] = meta.pop('mapping')
+    del meta['depth']   # len(sources)
+    meta.update(base_depth=model.plan.base_depth, out_indices=list(model.out_indices),
+                drop_path_rate=float(model.drop_path_rate))
+    return plain_data(meta)
+
+
+_RUNTIME_KEYS = ('out_indices', 'drop_path_rate')
+
+
+def _config_and_runtime(meta: Mapping[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """Split a file's metadata into the backbone's ``config()`` and its run-time arguments (files written before
+    ``config()`` existed carry the same fields under the same names)."""
+    from ..models.vit import CONFIG_KEYS
+    if not meta or 'arch' not in meta or 'sources' not in meta:
+        raise CheckpointError('the checkpoint carries no ScaleNet metadata (arch, depth plan): it was not saved '
+                              'with mmscalenet.checkpoint.save_scalenet; build the model from its config instead')
+    cfg = {k: meta[k] for k in CONFIG_KEYS if k in meta}   # adapter=None is a value (no adapters)
+    cfg.update(depth=len(meta['sources']), mapping=[int(j) for j in meta['sources']])
+    runtime = {k: meta[k] for k in _RUNTIME_KEYS if meta.get(k) is not None}
+    return cfg, runtime
 
 
 def model_kwargs_from_meta(meta: Mapping[str, Any]) -> Dict[str, Any]:
     """``ScaleNetViT`` keyword arguments that rebuild the model a ScaleNet checkpoint was saved from."""
-    if not meta or 'arch' not in meta or 'sources' not in meta:
-        raise CheckpointError('the checkpoint carries no ScaleNet metadata (arch, depth plan): it was not saved '
-                              'with mmscalenet.checkpoint.save_scalenet; build the model from its config instead')
-    kw: Dict[str, Any] = dict(arch=dict(meta['arch']), depth=len(meta['sources']),
-                              mapping=[int(j) for j in meta['sources']], adapter=meta.get('adapter'),
-                              function_preserving=bool(meta.get('function_preserving', False)),
-                              unshared=tuple(meta.get('unshared', ())), img_size=tuple(meta['img_size']),
-                              patch_size=int(meta['patch_size']))
-    if kw['adapter'] is not None:
-        kw['adapter'] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in kw['adapter'].items()}
-    for key in ('in_channels', 'out_type', 'window_size', 'use_rel_pos', 'drop_path_rate'):
-        if key in meta:
-            kw[key] = meta[key]
-    for key in ('out_indices', 'global_indices'):
-        if meta.get(key) is not None:
-            kw[key] = tuple(meta[key])
-    return kw
+    cfg, runtime = _config_and_runtime(meta)
+    return {**cfg, **runtime}
 
 
 def build_from_meta(meta: Mapping[str, Any], **overrides: Any):
     """A fresh ``ScaleNetViT`` shaped like the one described by ``meta`` (``overrides`` change any argument)."""
     from ..models.vit import ScaleNetViT
-    kw = model_kwargs_from_meta(meta)
-    if 'depth' in overrides or 'mapping' in overrides:   # another plan: recompute what depends on the depth
-        kw['mapping'] = 'cyclic'
-        if 'depth' in overrides or not isinstance(overrides['mapping'], str):
-            kw.pop('depth')
-        for key in ('out_indices', 'global_indices'):
-            kw.pop(key, None)
-    kw.update(overrides)
-    return ScaleNetViT(**kw)
+    cfg, runtime = _config_and_runtime(meta)
+    if 'depth' in overrides or 'mapping' in overrides:   # another plan: the saved stage outputs no longer apply
+        runtime.pop('out_indices', None)
+    return ScaleNetViT.from_config(cfg, **{**runtime, **overrides})
 
 # ---- writing ------------------------------------------------------------------------------------------------------
 def unique_state_dict(model) -> Dict[str, torch.Tensor]:
@@ -284,7 +261,7 @@ def save_scalenet(model, path: str, head: Optional[Mapping[str, torch.Tensor]] =
         state[f'head.{k}'] = v.detach().clone().contiguous()
     meta = {META_KEY: scalenet_meta(model)}
     if extra_meta:
-        meta.update(_plain(dict(extra_meta)))
+        meta.update(plain_data(dict(extra_meta)))
     if os.fspath(path).endswith('.safetensors'):
         save_safetensors(state, meta[META_KEY], path)
     else:
@@ -305,7 +282,7 @@ def save_safetensors(state: Mapping[str, torch.Tensor], meta: Optional[Mapping[s
     digest = tensor_digest(tensors)
     metadata = {'sha256': digest}
     if meta is not None:
-        meta = _plain(dict(meta))
+        meta = plain_data(dict(meta))
         if meta_key == META_KEY:
             meta['sha256'] = digest
             del metadata['sha256']

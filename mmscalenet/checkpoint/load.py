@@ -19,7 +19,8 @@ from ..models.vit import ScaleNetViT
 from ..utils import log
 from .convert import (_POSITION_KEY, _base_depth_of, _is_gate_reshape, _positions_of, _resize_rel_pos,
                       backbone_state_dict, check_tensors_fit, match_gate_shapes, resize_pos_embed)
-from .format import _plain, _source_name, build_from_meta, read_checkpoint
+from ..models.vit import plain_data
+from .format import _source_name, build_from_meta, read_checkpoint
 from .io import META_KEY, CheckpointError
 
 
@@ -81,8 +82,8 @@ def check_recorded_config(model, meta: Mapping[str, Any], name: str = 'the check
     fixes: List[str] = []
     what: List[str] = []
     if 'adapter' in meta:
-        saved = _plain(meta['adapter']) if meta['adapter'] else None
-        own = _plain(model.adapter_cfg) if model.adapter_cfg else None
+        saved = plain_data(meta['adapter']) if meta['adapter'] else None
+        own = plain_data(model.adapter_cfg) if model.adapter_cfg else None
         if saved != own:
             what.append(f'adapter {saved} (model: {own})')
             if saved is None:
