@@ -424,3 +424,11 @@ def test_adapter_objects_keep_the_checkpoint_keys():
     keys = {k[len('positions.4.'):] for k in bare.state_dict() if k.startswith('positions.4.')}
     assert keys == {f'adapter_attn.{m}.{t}' for m in ('down', 'up') for t in ('weight', 'bias')}
     assert bare.positions[4].lora is None and not list(bare.positions[4].adapter_mlp.parameters())
+
+
+def test_arch_dict_refuses_unknown_keys():
+    """A typo'd arch key merged beside the right one (``--cfg-options model.backbone.arch.embed_dim=...``) is an
+    error, not silently the old value."""
+    arch = dict(embed_dims=32, num_layers=2, num_heads=2, mlp_ratio=2.0, embed_dim=64)
+    with pytest.raises(ValueError, match=r"arch dict has unknown keys \['embed_dim'\]"):
+        ScaleNetViT(arch=arch, depth=4, img_size=32)

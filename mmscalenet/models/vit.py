@@ -51,6 +51,10 @@ def resolve_arch(arch: Union[str, Mapping[str, Any]]) -> Dict[str, Any]:
     missing = {'embed_dims', 'num_layers', 'num_heads'} - set(arch)
     if missing:
         raise ValueError(f'arch dict is missing {sorted(missing)}')
+    unknown = set(arch) - {'embed_dims', 'num_layers', 'num_heads', 'mlp_ratio'}
+    if unknown:   # e.g. a typo'd --cfg-options model.backbone.arch.embed_dim=... merged beside embed_dims
+        raise ValueError(f'arch dict has unknown keys {sorted(unknown)}: it takes embed_dims, num_layers, '
+                         f'num_heads, mlp_ratio')
     out = dict(mlp_ratio=4.0)
     out.update(arch)
     for key in ('embed_dims', 'num_layers', 'num_heads'):
