@@ -441,6 +441,22 @@ def _pretrained_files(node: Any, where: str) -> List[tuple]:
     return found
 
 
+def skip_pretrained_init(cfg) -> List[str]:
+    """Drop every ``init_cfg=dict(type='Pretrained')`` of ``cfg.model`` (returns their key paths).
+
+    For a resumed run: mmengine initialises the model before it resumes, and the resumed checkpoint replaces every
+    tensor the pretrained file would have given, so the run must not need that file (moved, offline ``timm:``).
+    """
+    skipped = [where for where, _ in _pretrained_files(cfg.get('model', None), 'model')]
+    for where in skipped:
+        node = cfg
+        *parents, last = where.split('.')
+        for key in parents:
+            node = node[int(key)] if isinstance(node, (list, tuple)) else node[key]
+        node[last] = None
+    return skipped
+
+
 def check_training_values(cfg, path: str) -> None:
     """Mistakes that would otherwise surface as a traceback once training starts: a missing ``init_cfg``
     checkpoint file, a batch size that is not a positive integer, a learning rate that is not a finite number >= 0.

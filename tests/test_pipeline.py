@@ -197,9 +197,11 @@ def test_no_tool_runs_the_config_text_stored_in_a_run_checkpoint(pipeline, tmp_p
     _tool(cwd, 'export.py', str(poisoned), str(tmp_path / 'exported.safetensors'), '--format', 'scalenet')
     _tool(cwd, 'test.py', IMAGENET_CONFIG, str(poisoned), '--work-dir', str(tmp_path / 'test'), '--cfg-options',
           *IMAGENET_OPTIONS)
-    _tool(cwd, 'train.py', IMAGENET_CONFIG, '--work-dir', str(tmp_path / 'resumed'), '--resume', str(poisoned),
-          '--cfg-options', *IMAGENET_OPTIONS, 'train_cfg.max_epochs=2',
-          f'model.init_cfg.checkpoint={pipeline["pretrained"]}')   # mmengine initialises before it resumes
+    resumed = _tool(cwd, 'train.py', IMAGENET_CONFIG, '--work-dir', str(tmp_path / 'resumed'), '--resume',
+                    str(poisoned),
+                    '--cfg-options', *IMAGENET_OPTIONS, 'train_cfg.max_epochs=2',
+                    'model.init_cfg.checkpoint=moved_away.pth')   # resuming needs no pretrained file: not loaded
+    assert '--resume: model.init_cfg not loaded' in resumed
     assert not marker.exists()
     # and the same text, executed, would have run: the payload is real
     exec(compile(obj['meta']['cfg'].split('\n', 1)[0], 'payload', 'exec'))

@@ -50,7 +50,7 @@ def parse_args(argv=None):
 def prepare(args):
     """Config, checks and work dir: everything before the runner (raises ToolError & co. on user mistakes)."""
     from mmscalenet.tools_common import (ToolError, add_default_hooks, check_checkpoint_file, check_training_values,
-                                         default_work_dir, latest_checkpoint, load_config)
+                                         default_work_dir, latest_checkpoint, load_config, skip_pretrained_init)
     cfg = load_config(args.config, args.cfg_options)
     if args.amp:
         if cfg.optim_wrapper.get('type', 'OptimWrapper') == 'AmpOptimWrapper':
@@ -75,6 +75,11 @@ def prepare(args):
         cfg.resume, cfg.load_from = True, args.resume
     elif cfg.get('load_from', None):
         check_checkpoint_file(cfg.load_from, 'load_from checkpoint')
+    if cfg.get('resume', False):
+        skipped = skip_pretrained_init(cfg)
+        if skipped:
+            print(f'--resume: {", ".join(skipped)} not loaded (the resumed checkpoint holds every tensor)',
+                  file=sys.stderr)
     if 'train_dataloader' not in cfg or 'train_cfg' not in cfg or 'optim_wrapper' not in cfg:
         missing = [k for k in ('train_dataloader', 'train_cfg', 'optim_wrapper') if k not in cfg]
         raise ToolError(f'{args.config} cannot be trained: it has no {", ".join(missing)}')
