@@ -116,6 +116,24 @@ def test_ln2d_matches_layer_norm_over_channels(mmdet_scope):
     assert sorted(conv.state_dict()) == ['conv.weight', 'norm_layer.bias', 'norm_layer.weight']
 
 
+def test_simple_fpn_maps_are_contiguous_for_mmcv_roi_align(mmdet_scope):
+    """mmcv's RoIAlign reads its feature maps as contiguous NCHW: on a permuted (channels-last) map it silently
+    samples the wrong values. timm's LayerNorm2d returns such a view, so the neck must hand contiguous maps on."""
+    from mmcv.ops import roi_align
+
+    from mmscalenet.models.simple_fpn import ScaleNetSimpleFPN
+    neck = ScaleNetSimpleFPN(backbone_channel=16, out_channels=8, num_outs=3, scale_factors=(1, 0.5, 0.25))
+    outs = neck((torch.randn(1, 16, 16, 16),))
+    assert all(o.is_contiguous() for o in outs)
+    rois = torch.tensor([[0, 1.0, 1.0, 9.0, 9.0]])
+    torch.testing.assert_close(roi_align(outs[0], rois, (4, 4), 1.0, 2, 'avg', True),
+                               roi_align(outs[0].contiguous(), rois, (4, 4), 1.0, 2, 'avg', True))
+    # and the failure this guards against is real: the same map as a channels-last view gives other values
+    view = outs[0].permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
+    assert not torch.allclose(roi_align(view, rois, (4, 4), 1.0, 2, 'avg', True),
+                              roi_align(outs[0], rois, (4, 4), 1.0, 2, 'avg', True))
+
+
 def test_simple_fpn_levels_channels_and_errors(mmdet_scope):
     from mmscalenet.models.simple_fpn import ScaleNetSimpleFPN
     neck = ScaleNetSimpleFPN(backbone_channel=64, out_channels=32, num_outs=5)   # ViTDet: strides 4..64 from 16

@@ -37,6 +37,11 @@ class LN2d(LayerNorm2d):
 
     _abbr_ = 'norm_layer'
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # timm returns a permuted (channels-last) view; mmcv's RoIAlign reads its input as contiguous NCHW and
+        # silently samples garbage from such maps (the demo detectors stopped learning: mAP 0.51 -> 0.003)
+        return super().forward(x).contiguous()
+
 
 # mmdet's ViTDet project registers an ``LN2d`` of its own (same computation, eps 1e-6). Ours is registered under a
 # unique name, so both packages import in either order (norm_cfg=dict(type='ScaleNetLN2d')).
