@@ -93,31 +93,17 @@ def load_model(src, config=None, allow_nonfinite=False, verify_checksum=True):
 def main(argv=None):
     args = parse_args(argv)
     if is_swin_source(args.src, args.config):
-        return export_swin(args)
-    from mmscalenet.checkpoint import (CheckpointError, NotMergeableError, atomic_save, check_finite,
-                                       save_safetensors, save_scalenet, timm_head, timm_kwargs, untied_state_dict)
+        return _reporting(args, export_swin)
+    return _reporting(args, export_vit)
+
+
+def _reporting(args, export):
+    """Run one export; a user mistake -> one line on stderr and status 2 (not mergeable: another --format) or 1."""
+    from mmscalenet.checkpoint import CheckpointError, NotMergeableError
     from mmscalenet.tools_common import ToolError, check_output_path, write_error
     try:
         check_output_path(args.dst)
-        model, head = load_model(args.src, args.config, args.allow_nonfinite, not args.skip_checksum)
-        head = {} if args.no_head else timm_head(head, model.embed_dims)
-        if args.format == 'scalenet':
-            if not args.allow_nonfinite:
-                check_finite(dict(model.state_dict(), **{f'head.{k}': v for k, v in head.items()}), args.dst)
-            save_scalenet(model, args.dst, head=head or None)
-            print(f'wrote {args.dst}: ScaleNet format, {model.plan.base_depth} shared layers -> {model.plan.depth} '
-                  f'positions, adapter={model.adapter_cfg["type"] if model.adapter_cfg else None}')
-            return 0
-        state = untied_state_dict(model, head=head or None)
-        kwargs = timm_kwargs(model, num_classes=int(head['weight'].shape[0]) if head else 0)
-        if not args.allow_nonfinite:
-            check_finite(state, args.dst)
-        if not args.skip_check:
-            _check(model, head, state, kwargs, args.atol)
-        if args.dst.endswith('.safetensors'):
-            save_safetensors(state, kwargs, args.dst, meta_key='timm_vision_transformer_kwargs')
-        else:
-            atomic_save(state, args.dst)
+        return export(args)
     except NotMergeableError as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
@@ -127,6 +113,37 @@ def main(argv=None):
     except OSError as err:
         print(write_error(args.dst, err), file=sys.stderr)
         return 1
+
+
+def _write_untied(args, state, kwargs, check, meta_key):
+    """The untied timm state dict: finite (unless allowed), checked against the model (unless skipped), saved."""
+    from mmscalenet.checkpoint import atomic_save, check_finite, save_safetensors
+    if not args.allow_nonfinite:
+        check_finite(state, args.dst)
+    if not args.skip_check:
+        check(state, kwargs)
+    if args.dst.endswith('.safetensors'):
+        save_safetensors(state, kwargs, args.dst, meta_key=meta_key)
+    else:
+        atomic_save(state, args.dst)
+
+
+def export_vit(args):
+    """tools/export.py for a ScaleNetViT: timm VisionTransformer state dict (checked), or the ScaleNet format."""
+    from mmscalenet.checkpoint import check_finite, save_scalenet, timm_head, timm_kwargs, untied_state_dict
+    model, head = load_model(args.src, args.config, args.allow_nonfinite, not args.skip_checksum)
+    head = {} if args.no_head else timm_head(head, model.embed_dims)
+    if args.format == 'scalenet':
+        if not args.allow_nonfinite:
+            check_finite(dict(model.state_dict(), **{f'head.{k}': v for k, v in head.items()}), args.dst)
+        save_scalenet(model, args.dst, head=head or None)
+        print(f'wrote {args.dst}: ScaleNet format, {model.plan.base_depth} shared layers -> {model.plan.depth} '
+              f'positions, adapter={model.adapter_cfg["type"] if model.adapter_cfg else None}')
+        return 0
+    state = untied_state_dict(model, head=head or None)
+    kwargs = timm_kwargs(model, num_classes=int(head['weight'].shape[0]) if head else 0)
+    _write_untied(args, state, kwargs, lambda st, kw: _check(model, head, st, kw, args.atol),
+                  'timm_vision_transformer_kwargs')
     print(f'wrote {args.dst}: timm VisionTransformer({", ".join(f"{k}={v!r}" for k, v in kwargs.items())}), '
           f'{sum(v.numel() for v in state.values()) / 1e6:.2f} M parameters (untied)')
     print('load with: VisionTransformer(**' + json.dumps({k: list(v) if isinstance(v, tuple) else v
@@ -205,48 +222,29 @@ def load_swin_model(src, config=None, allow_nonfinite=False, verify_checksum=Tru
 
 def export_swin(args):
     """tools/export.py for a ScaleNetSwin: timm SwinTransformer state dict (checked), or the ScaleNet-Swin format."""
-    from mmscalenet.checkpoint import (CheckpointError, NotMergeableError, atomic_save, check_finite,
-                                       save_safetensors, timm_head)
+    from mmscalenet.checkpoint import NotMergeableError, check_finite, timm_head
     from mmscalenet.swin_checkpoint import save_swin, swin_timm_state_dict, timm_swin_kwargs
-    from mmscalenet.tools_common import ToolError, check_output_path, write_error
-    try:
-        check_output_path(args.dst)
-        model, head = load_swin_model(args.src, args.config, args.allow_nonfinite, not args.skip_checksum)
-        head = {} if args.no_head else timm_head(head, model.num_features[-1])
-        if args.format == 'scalenet':
-            if not args.allow_nonfinite:
-                check_finite(dict(model.state_dict(), **{f'head.{k}': v for k, v in head.items()}), args.dst)
-            save_swin(model, args.dst, head=head or None)
-            print(f'wrote {args.dst}: ScaleNet-Swin format, stages {tuple(p.base_depth for p in model.plans)} -> '
-                  f'{tuple(p.depth for p in model.plans)}, adapter='
-                  f'{model.adapter_cfg["type"] if model.adapter_cfg else None}')
-            return 0
-        last = len(model.plans) - 1
-        if last not in model.out_indices:
-            raise NotMergeableError(f'the backbone has no output norm of its last stage (out_indices='
-                                    f'{model.out_indices}), which timm\'s SwinTransformer needs as its final norm: '
-                                    f'export with --format scalenet')
-        state = swin_timm_state_dict(model)
-        kwargs = timm_swin_kwargs(model, num_classes=int(head['weight'].shape[0]) if head else 0)
-        if head:
-            state['head.fc.weight'], state['head.fc.bias'] = head['weight'].clone(), head['bias'].clone()
+    model, head = load_swin_model(args.src, args.config, args.allow_nonfinite, not args.skip_checksum)
+    head = {} if args.no_head else timm_head(head, model.num_features[-1])
+    if args.format == 'scalenet':
         if not args.allow_nonfinite:
-            check_finite(state, args.dst)
-        if not args.skip_check:
-            _check_swin(model, head, state, kwargs, args.atol)
-        if args.dst.endswith('.safetensors'):
-            save_safetensors(state, kwargs, args.dst, meta_key='timm_swin_transformer_kwargs')
-        else:
-            atomic_save(state, args.dst)
-    except NotMergeableError as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 2
-    except (CheckpointError, ToolError, FileNotFoundError, ValueError, TypeError) as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 1
-    except OSError as err:
-        print(write_error(args.dst, err), file=sys.stderr)
-        return 1
+            check_finite(dict(model.state_dict(), **{f'head.{k}': v for k, v in head.items()}), args.dst)
+        save_swin(model, args.dst, head=head or None)
+        print(f'wrote {args.dst}: ScaleNet-Swin format, stages {tuple(p.base_depth for p in model.plans)} -> '
+              f'{tuple(p.depth for p in model.plans)}, adapter='
+              f'{model.adapter_cfg["type"] if model.adapter_cfg else None}')
+        return 0
+    last = len(model.plans) - 1
+    if last not in model.out_indices:
+        raise NotMergeableError(f'the backbone has no output norm of its last stage (out_indices='
+                                f'{model.out_indices}), which timm\'s SwinTransformer needs as its final norm: '
+                                f'export with --format scalenet')
+    state = swin_timm_state_dict(model)
+    kwargs = timm_swin_kwargs(model, num_classes=int(head['weight'].shape[0]) if head else 0)
+    if head:
+        state['head.fc.weight'], state['head.fc.bias'] = head['weight'].clone(), head['bias'].clone()
+    _write_untied(args, state, kwargs, lambda st, kw: _check_swin(model, head, st, kw, args.atol),
+                  'timm_swin_transformer_kwargs')
     print(f'wrote {args.dst}: timm SwinTransformer({", ".join(f"{k}={v!r}" for k, v in kwargs.items())}), '
           f'{sum(v.numel() for v in state.values()) / 1e6:.2f} M parameters (untied)')
     return 0
