@@ -60,5 +60,6 @@ setup(
     # scripts/install.sh builds once into a wheel cache; an environment that already runs mmdet 3.x has it.
     install_requires=['torch>=2.5', 'torchvision', 'timm>=0.9', 'mmengine>=0.10,<1.0', 'mmcv>=2.0.0,<2.2.0',
                       'mmdet>=3.2,<3.4', 'safetensors'],
+    extras_require={'deploy': ['onnx>=1.16', 'onnxruntime>=1.18', 'onnxscript']},
     zip_safe=False,
 )

@@ -18,6 +18,10 @@ Examples:
     python tools/benchmark.py --device cuda --amp bf16 --batch-size 128 --arch deit-base --depth 24 --compile
     python tools/benchmark.py --device cuda --amp bf16 --detection --batch-size 2 --depth 24 --json
     python tools/benchmark.py --device cpu --backbone swin --batch-size 4 --warmup 2 --steps 2 --repeats 3
+    python tools/benchmark.py --onnx --arch deit-tiny --depth 24 --batch-size 1   # onnxruntime CPU latency
+
+--onnx: each model is exported with mmscalenet.deploy (checked against PyTorch first) and timed in onnxruntime on
+the CPU (latency per batch, median of the repeats) instead of in PyTorch; the file sizes are reported beside it.
 """
 import argparse
 import json
@@ -65,6 +69,8 @@ def parse_args(argv=None):
                    'only ever slows a repeat down)')
     p.add_argument('--no-base', action='store_true', help='skip timm at the base depth')
     p.add_argument('--json', action='store_true', help='print one JSON document instead of the table')
+    p.add_argument('--onnx', action='store_true', help='onnxruntime CPU latency and file size of each model\'s '
+                   'ONNX export instead of PyTorch throughput')
     args = p.parse_args(argv)
     if args.img_size is None:
         args.img_size = 1024 if args.detection else 224
@@ -79,6 +85,8 @@ def parse_args(argv=None):
             p.error(f'--depths must be a comma list of integers, got {args.depths!r}')
     if args.device == 'cuda' and not torch.cuda.is_available():
         p.error('--device cuda requested but CUDA is not available')
+    if args.onnx and (args.device != 'cpu' or args.compile or args.amp != 'none'):
+        p.error('--onnx times onnxruntime on the CPU: leave out --device cuda, --compile and --amp')
     modes = [m for m in args.modes.split(',') if m]
     if not modes or set(modes) - {'train', 'infer'}:
         p.error(f'--modes must be a comma list of train,infer; got {args.modes!r}')
@@ -282,10 +290,40 @@ def unique_params(model):
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
 
 
+def run_onnx(models, args):
+    """ONNX export (checked) + onnxruntime latency per model: the rows of ``--onnx``."""
+    import tempfile
+
+    from mmscalenet.deploy import export_model, onnx_session
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for k, (name, model, is_sn) in enumerate(models):
+            print(f'[benchmark] {name}: ONNX export and check ...', file=sys.stderr, flush=True)
+            report = export_model(model, osp.join(tmp, f'model{k}.onnx'), img_size=args.img_size,
+                                  check_batches=(args.batch_size, args.batch_size + 1))
+            session = onnx_session(report['path'], threads=torch.get_num_threads())
+            feed = {session.get_inputs()[0].name: torch.randn(args.batch_size, 3, args.img_size,
+                                                                  args.img_size).numpy()}
+            for _ in range(args.warmup):
+                session.run(None, feed)
+            times = []
+            for _ in range(args.repeats):
+                t0 = time.perf_counter()
+                for _ in range(args.steps):
+                    session.run(None, feed)
+                times.append((time.perf_counter() - t0) / args.steps * 1000)
+            rows.append(dict(model=name, scalenet=is_sn, params=unique_params(model), onnx_bytes=report['bytes'],
+                             onnx_max_abs_diff=max(report['max_abs_diff'].values()),
+                             onnx_ms_per_batch=statistics.median(times), onnx_ms_repeats=times))
+    return rows
+
+
 def main(argv=None):
     args = parse_args(argv)
     torch.manual_seed(0)
     models, L, D = build_models(args)
+    if args.onnx:
+        return _report_onnx(args, run_onnx(models, args), L, D)
     device_name = torch.cuda.get_device_name() if args.device == 'cuda' else (platform.processor() or
                                                                              platform.machine())
     if args.device == 'cpu':
@@ -330,6 +368,30 @@ def main(argv=None):
     for r in results:
         cells = ''.join(f' {r[f"{m}_img_per_s"]:.1f} | {r[f"{m}_peak_mib"]:.0f} |' for m in args.modes)
         print(f'| {r["model"]} | {r["params"] / 1e6:.2f} |{cells}')
+    print('ratios (scalenet / timm same depth): ' + ', '.join(f'{k}={v:.3f}' for k, v in ratios.items()))
+    return doc
+
+
+def _report_onnx(args, rows, L, D):
+    sn, same = rows[0], rows[1]
+    ratios = dict(onnx_latency_vs_timm_same_depth=sn['onnx_ms_per_batch'] / same['onnx_ms_per_batch'],
+                  onnx_bytes_vs_timm_same_depth=sn['onnx_bytes'] / same['onnx_bytes'])
+    doc = dict(date=datetime.now(timezone.utc).strftime('%Y-%m-%d'),
+               device=f'{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, '
+                      f'onnxruntime CPU', torch=torch.__version__,
+               command='python tools/benchmark.py ' + ' '.join(sys.argv[1:]),
+               settings=dict(backbone=args.backbone, arch=args.arch, base_depth=L, depth=D, adapter=args.adapter,
+                             batch_size=args.batch_size, img_size=args.img_size, steps=args.steps,
+                             repeats=args.repeats), results=rows, ratios=ratios)
+    if args.json:
+        print(json.dumps(doc, indent=2))
+        return doc
+    print(f'{doc["date"]}  {doc["device"]}  batch {args.batch_size}  {args.img_size}px')
+    print('| model | unique params (M) | ONNX MB | ms / batch | max abs diff to PyTorch |')
+    print('| --- | --- | --- | --- | --- |')
+    for r in rows:
+        print(f'| {r["model"]} | {r["params"] / 1e6:.2f} | {r["onnx_bytes"] / 1e6:.1f} | '
+              f'{r["onnx_ms_per_batch"]:.1f} | {r["onnx_max_abs_diff"]:.1e} |')
     print('ratios (scalenet / timm same depth): ' + ', '.join(f'{k}={v:.3f}' for k, v in ratios.items()))
     return doc
 
