@@ -1,4 +1,5 @@
-"""OpenMMLab glue: register mmscalenet's components into mmdet's registries (imported by ``import mmscalenet``).
+"""OpenMMLab glue: register mmscalenet's components into mmdet's registries, and into every other installed OpenMMLab
+package whose configs use them (mmseg), from this one place (imported by ``import mmscalenet``).
 
 Importing it changes nothing in mmengine's own behaviour: safe checkpoint loading and atomic writes are opt-in
 (``mmscalenet.checkpoint.safe_mmengine_io()``, ``SafeCheckpointIOHook``). The one addition is this package's entry
@@ -15,7 +16,58 @@ MODELS.register_module(module=ScaleNetSwin)
 
 # Modules below register themselves with decorators on import.
 from . import datasets, engine, evaluation, visualization  # noqa: E402,F401
+from .datasets import segmentation  # noqa: E402,F401  (mmseg configs' label check)
 from .models import classifier, simple_fpn  # noqa: E402,F401
+
+# Registries that mmscalenet's modules are mirrored into, per OpenMMLab package other than mmdet: the packages'
+# registries are siblings under mmengine's root, so ``type='ScaleNetViT'`` under ``default_scope='mmseg'`` finds
+# only what mmseg's own registries hold.
+MIRRORED = ('MODELS', 'HOOKS', 'OPTIM_WRAPPER_CONSTRUCTORS', 'METRICS', 'DATASETS', 'TRANSFORMS', 'DATA_SAMPLERS')
+OTHER_PACKAGES = ('mmseg',)
+
+
+def accepting_pretrained(cls):
+    """``cls`` that also takes mmseg's ``pretrained=PATH`` (``EncoderDecoder`` copies ``model.pretrained`` into the
+    backbone's arguments) as ``init_cfg=dict(type='Pretrained', checkpoint=PATH)``; both at once is refused."""
+
+    def __init__(self, *args, pretrained=None, **kwargs):
+        if pretrained is not None:
+            if kwargs.get('init_cfg'):
+                raise ValueError(f'{cls.__name__}: give the checkpoint once, as init_cfg=dict(type="Pretrained", '
+                                 f'checkpoint=...) or as pretrained=..., not both (pretrained={pretrained!r}, '
+                                 f'init_cfg={kwargs["init_cfg"]!r})')
+            kwargs['init_cfg'] = dict(type='Pretrained', checkpoint=pretrained)
+        cls.__init__(self, *args, **kwargs)
+
+    return type(cls.__name__, (cls,), dict(__init__=__init__, __module__=cls.__module__, __doc__=cls.__doc__,
+                                            __qualname__=cls.__qualname__))
+
+
+def mirror_registrations(package: str) -> bool:
+    """Register every mmscalenet module of mmdet's registries into ``package``'s registries of the same names (the
+    backbones accepting ``pretrained=``); False where the package is not installed."""
+    import importlib
+
+    import mmdet.registry as det
+    try:
+        other = importlib.import_module(f'{package}.registry')
+    except ImportError:
+        return False
+    for name in MIRRORED:
+        src, dst = getattr(det, name), getattr(other, name, None)
+        if dst is None:
+            continue
+        for key, obj in list(src.module_dict.items()):
+            if not getattr(obj, '__module__', '').startswith('mmscalenet') or key in dst.module_dict:
+                continue
+            if name == 'MODELS' and key in ('ScaleNetViT', 'ScaleNetSwin'):
+                obj = accepting_pretrained(obj)
+            dst.register_module(name=key, module=obj)
+    return True
+
+
+for _package in OTHER_PACKAGES:
+    mirror_registrations(_package)
 
 
 def register_config_scheme() -> None:

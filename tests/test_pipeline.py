@@ -9,6 +9,12 @@ ImageNet-layout folder and a tiny COCO-format set made here, under the default p
     tools/train.py  configs/coco/vitdet_mask-rcnn_scalenet-deit-s-24_lsj-100e_coco.py (loads .../backbone.pth)
     tools/test.py   configs/coco/... work_dirs/vitdet_.../iter_2.pth
     tools/infer.py  configs/coco/... work_dirs/vitdet_.../iter_2.pth image.jpg --out pred.png
+
+and the same ImageNet stage's backbone.pth into ADE20K semantic segmentation (mmseg's UperNet, data/ade/...):
+
+    tools/train.py  configs/ade20k/upernet_scalenet-deit-s-24_mln_8xb2-160k_ade20k-512x512.py  (loads backbone.pth)
+    tools/test.py   configs/ade20k/... work_dirs/upernet_.../iter_2.pth --show-dir vis   (mIoU, overlays)
+    tools/infer.py  configs/ade20k/... work_dirs/upernet_.../iter_2.pth image.jpg --out seg.png
 """
 import json
 import os
@@ -25,6 +31,8 @@ from conftest import ROOT, timm_vit
 IMAGENET_CONFIG = osp.join(ROOT, 'configs', 'imagenet', 'scalenet_deit-s-24l_8xb128-100e_in1k.py')
 COCO_CONFIG = osp.join(ROOT, 'configs', 'coco', 'vitdet_mask-rcnn_scalenet-deit-s-24_lsj-100e_coco.py')
 IMAGENET_WORK = 'work_dirs/scalenet_deit-s-24l_8xb128-100e_in1k'
+ADE_CONFIG = osp.join(ROOT, 'configs', 'ade20k', 'upernet_scalenet-deit-s-24_mln_8xb2-160k_ade20k-512x512.py')
+ADE_WORK = 'work_dirs/upernet_scalenet-deit-s-24_mln_8xb2-160k_ade20k-512x512'
 COCO_WORK = 'work_dirs/vitdet_mask-rcnn_scalenet-deit-s-24_lsj-100e_coco'
 
 # The one shrink both stages need, applied to the same backbone entry of configs/_base_/models/scalenet_backbones.py
@@ -53,6 +61,35 @@ COCO_OPTIONS = TINY_BACKBONE + [
     'optim_wrapper.type=OptimWrapper', 'train_cfg.max_iters=2', 'train_cfg.val_interval=2',
     'default_hooks.checkpoint.interval=2', 'default_hooks.logger.interval=1',
     'model.test_cfg.rcnn.score_thr=0.0']   # a 2-iteration detector scores low: keep its boxes, so COCO metrics exist
+
+
+ADE_OPTIONS = TINY_BACKBONE + [
+    'model.backbone.img_size=64', 'model.backbone.out_indices=[0,1,2,3]', 'model.neck.in_channels=[32,32,32,32]',
+    'model.neck.out_channels=32', 'model.decode_head.in_channels=[32,32,32,32]', 'model.decode_head.channels=16',
+    'model.auxiliary_head.in_channels=32', 'model.auxiliary_head.channels=8', 'model.data_preprocessor.size=(64,64)',
+    'train_dataloader.dataset.pipeline.3.scale=(128,64)', 'train_dataloader.dataset.pipeline.4.crop_size=(64,64)',
+    'val_dataloader.dataset.pipeline.1.scale=(128,64)', 'test_dataloader.dataset.pipeline.1.scale=(128,64)',
+    'train_dataloader.batch_size=2', 'train_dataloader.num_workers=0', 'val_dataloader.num_workers=0',
+    'test_dataloader.num_workers=0', 'train_dataloader.persistent_workers=False',
+    'val_dataloader.persistent_workers=False', 'test_dataloader.persistent_workers=False',
+    'train_cfg.max_iters=2', 'train_cfg.val_interval=2', 'default_hooks.checkpoint.interval=2',
+    'default_hooks.logger.interval=1']
+
+
+def _ade20k_set(root):
+    """ADE20K layout (images/ + annotations/ per split; labels 0 = ignore, 1..150 = classes), a few images."""
+    from PIL import Image
+    rng = np.random.default_rng(2)
+    for split, n in (('training', 4), ('validation', 2)):
+        os.makedirs(osp.join(root, 'images', split), exist_ok=True)
+        os.makedirs(osp.join(root, 'annotations', split), exist_ok=True)
+        for i in range(n):
+            labels = np.zeros((48, 80), np.uint8)
+            labels[:24] = 1 + i
+            labels[24:, :40] = 13
+            pixels = (rng.integers(0, 40, (48, 80, 3)) + 12 * labels[..., None]).astype(np.uint8)
+            Image.fromarray(pixels).save(osp.join(root, 'images', split, f'ADE_{split}_{i:08d}.jpg'))
+            Image.fromarray(labels).save(osp.join(root, 'annotations', split, f'ADE_{split}_{i:08d}.png'))
 
 
 def _imagenet_folder(root):
@@ -116,6 +153,14 @@ def pipeline(tmp_path_factory):
     logs['test'] = _tool(cwd, 'test.py', COCO_CONFIG, checkpoint, '--cfg-options', *COCO_OPTIONS)
     logs['infer'] = _tool(cwd, 'infer.py', COCO_CONFIG, checkpoint, 'data/coco/val2017/000000000000.jpg',
                           '--out', 'pred.png', '--score-thr', '0.0', '--cfg-options', *COCO_OPTIONS)
+    _ade20k_set(str(cwd / 'data' / 'ade' / 'ADEChallengeData2016'))
+    logs['ade'] = _tool(cwd, 'train.py', ADE_CONFIG, '--cfg-options', *ADE_OPTIONS)
+    ade_checkpoint = f'{ADE_WORK}/iter_2.pth'
+    logs['ade_test'] = _tool(cwd, 'test.py', ADE_CONFIG, ade_checkpoint, '--show-dir', 'vis', '--cfg-options',
+                             *ADE_OPTIONS)
+    logs['ade_infer'] = _tool(cwd, 'infer.py', ADE_CONFIG, ade_checkpoint,
+                              'data/ade/ADEChallengeData2016/images/validation/ADE_validation_00000000.jpg',
+                              '--out', 'seg.png', '--cfg-options', *ADE_OPTIONS)
     return dict(cwd=cwd, logs=logs, pretrained=pretrained)
 
 
@@ -154,6 +199,21 @@ def test_coco_test_and_infer_use_the_trained_detector(pipeline):
     assert 'detection(s) with score >= 0.0' in pipeline['logs']['infer']
     from PIL import Image
     assert Image.open(pipeline['cwd'] / 'pred.png').size == (64, 64)
+
+
+def test_ade20k_stage_starts_from_the_imagenet_stage_and_tests_and_infers(pipeline):
+    """The ImageNet stage's backbone.pth into mmseg's UperNet: trained, tested (mIoU, overlays), run on an image."""
+    from PIL import Image
+    log = pipeline['logs']['ade']
+    assert f'from {IMAGENET_WORK}/backbone.pth into a 2->4 layer model' in log
+    assert 'plain 2-layer checkpoint, grown at load' not in log
+    assert 'mIoU' in log and (pipeline['cwd'] / ADE_WORK / 'iter_2.pth').is_file()
+    assert "'mIoU'" in pipeline['logs']['ade_test']
+    overlays = list((pipeline['cwd'] / ADE_WORK).glob('vis/vis_data/vis_image/*.png'))
+    assert len(overlays) == 2
+    assert 'class(es) in 80x48 pixels' in pipeline['logs']['ade_infer']
+    for name in ('seg.png', 'seg_mask.png'):
+        assert Image.open(pipeline['cwd'] / name).size == (80, 48)
 
 
 def test_raw_timm_start_is_one_override_and_said_so(pipeline):

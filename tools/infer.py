@@ -1,16 +1,21 @@
 #!/usr/bin/env python
-"""Run a trained model on images: detectors draw boxes and masks, classifiers report (and draw) top-k classes.
+"""Run a trained model on images: detectors draw boxes and masks, segmentors colour every pixel by its class,
+classifiers report (and draw) top-k classes.
 
 Detection configs use mmdet's ``init_detector`` / ``inference_detector`` and ``DetLocalVisualizer``; class names come
 from the checkpoint (``meta.dataset_meta``, written by training) or, failing that, from the config's dataset
 metainfo. Classification configs (``ScaleNetClassifier``) use ``mmscalenet.apis.ImageClassificationInferencer``:
 IMAGE may be a file or a folder; the top-k classes are printed, --out writes them as JSON and --show-dir draws them.
+Segmentation configs (``default_scope='mmseg'``) use mmseg's ``init_model`` / ``inference_model``: --out gets the image
+with the coloured class map overlaid, and ``<out>_mask.png`` beside it the coloured class map alone.
 
 Examples:
     python tools/infer.py configs/demo/digits_det_scalenet.py work_dirs/demo/detection/scalenet/iter_250.pth \\
         work_dirs/demo/detection/scenes/val/000000.png --out pred.png
     python tools/infer.py configs/coco/vitdet_mask-rcnn_scalenet-deit-s-24_lsj-100e_coco.py ckpt.pth demo.jpg \\
         --out demo_pred.png --score-thr 0.5 --device cuda:0
+    python tools/infer.py configs/ade20k/upernet_scalenet-deit-s-24_mln_8xb2-160k_ade20k-512x512.py \\
+        work_dirs/upernet_scalenet-deit-s-24_mln_8xb2-160k_ade20k-512x512/iter_160000.pth room.jpg --out room_seg.png
     python tools/infer.py configs/imagenet/scalenet_deit-s-24l_8xb128-100e_in1k.py epoch_100.pth photos/ \\
         --topk 5 --out preds.json --show-dir photos_drawn/
 """
@@ -52,6 +57,50 @@ def is_classification_config(path: str) -> bool:
     return is_classifier(Config.fromfile(path))
 
 
+def is_segmentation_config(path: str) -> bool:
+    """Whether the config is an mmseg one (its default scope), e.g. configs/ade20k/."""
+    from mmengine.config import Config
+    return Config.fromfile(path).get('default_scope', None) == 'mmseg'
+
+
+def segment(args):
+    """The class of every pixel: the image with the coloured map overlaid (--out) and the map alone beside it."""
+    import mmcv
+    import numpy as np
+    from mmseg.apis import inference_model, init_model
+
+    from mmscalenet.checkpoint import safe_mmengine_io
+    from mmscalenet.tools_common import ToolError, load_config
+    try:
+        cfg = load_config(args.config, args.cfg_options)
+        with safe_mmengine_io():   # mmengine loads the checkpoint with weights_only=True
+            model = init_model(cfg, args.checkpoint, device=args.device)
+        img = mmcv.imread(args.image)
+        if img is None:
+            raise ToolError(f'cannot read image {args.image}')
+        pred = inference_model(model, img).pred_sem_seg.data[0].cpu().numpy()
+    except (ToolError, KeyError, ValueError, RuntimeError, OSError) as err:
+        print(f'error: cannot segment {args.image} with {args.config} and {args.checkpoint}: '
+              f'{str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}', file=sys.stderr)
+        return 1
+    meta = model.dataset_meta or {}
+    classes, palette = meta.get('classes') or (), meta.get('palette')
+    if not palette:   # a fixed, seeded palette where the checkpoint and config carry none
+        palette = np.random.default_rng(0).integers(0, 256, (max(int(pred.max()) + 1, len(classes)), 3)).tolist()
+    colours = np.asarray(palette, dtype=np.uint8)[np.clip(pred, 0, len(palette) - 1)]   # RGB
+    overlay = (0.5 * img + 0.5 * colours[..., ::-1]).astype(np.uint8)                   # mmcv images are BGR
+    root, ext = osp.splitext(args.out)
+    mask_path = f'{root}_mask{ext}'
+    mmcv.imwrite(overlay, args.out)
+    mmcv.imwrite(colours[..., ::-1], mask_path)
+    ids, counts = np.unique(pred, return_counts=True)
+    top = sorted(zip(counts.tolist(), ids.tolist()), reverse=True)[:5]
+    names = ', '.join(f'{classes[i] if i < len(classes) else i} {c / pred.size:.0%}' for c, i in top)
+    print(f'{len(ids)} class(es) in {pred.shape[1]}x{pred.shape[0]} pixels; largest: {names}')
+    print(f'saved {osp.abspath(args.out)} and {osp.abspath(mask_path)}')
+    return 0
+
+
 def check_args(args):
     """Clear errors for paths and values, before any model is built."""
     for what, path in (('config', args.config), ('checkpoint', args.checkpoint)):
@@ -68,7 +117,7 @@ def check_args(args):
     if not osp.isfile(args.image):
         return f'image file not found: {args.image}'
     if not args.out:
-        return '--out (the output image file) is required for a detection config'
+        return '--out (the output image file) is required for a detection or segmentation config'
     if not args.image.lower().endswith(IMAGE_EXTS):
         return f'unsupported image type {args.image!r}: use one of {", ".join(IMAGE_EXTS)}'
     if not args.out.lower().endswith(IMAGE_EXTS):
@@ -115,6 +164,7 @@ def main(argv=None):
         return 1
     try:
         args.classification = is_classification_config(args.config)
+        args.segmentation = is_segmentation_config(args.config)
     except Exception as err:  # noqa: BLE001  (any config error: one line)
         print(f'error: cannot load the config {args.config}: {err}', file=sys.stderr)
         return 1
@@ -124,6 +174,8 @@ def main(argv=None):
         return 1
     if args.classification:
         return classify(args)
+    if args.segmentation:
+        return segment(args)
     import mmcv
     import mmscalenet  # noqa: F401  (registers the ScaleNet modules)
     from mmdet.apis import init_detector

@@ -7,6 +7,7 @@ keys and checkpoints print one line naming the file or key and exit with status 
 evaluation completes.
 """
 import argparse
+import os
 import os.path as osp
 import sys
 import traceback
@@ -25,7 +26,8 @@ def parse_args(argv=None):
                                            '(pred_score, pred_label, gt_label, img_path)')
     p.add_argument('--show', action='store_true', help='show prediction results')
     p.add_argument('--show-dir', help='directory where painted images will be saved (relative to the work dir); '
-                                      'classifiers: each image with its top-5 classes')
+                                      'classifiers: each image with its top-5 classes; segmentors: image and '
+                                      'predicted mask overlaid, side by side')
     p.add_argument('--wait-time', type=float, default=2, help='the interval of show (s)')
     p.add_argument('--cfg-options', nargs='+', action='extend', default=[], metavar='KEY=VALUE',
                    help='override config keys')
@@ -51,6 +53,11 @@ def prepare(args):
         # classifiers: each test image drawn with its top-5 classes (names from the test set's metainfo)
         cfg.custom_hooks = list(cfg.get('custom_hooks', None) or []) + [
             dict(type='ScaleNetClsVisualizationHook', out_dir=args.show_dir, topk=5)]
+    elif (args.show or args.show_dir) and cfg.get('default_scope', None) == 'mmseg':
+        # segmentors (mmseg's tools/test.py does the same): the visualiser saves image | prediction overlays
+        vis = cfg.default_hooks.get('visualization', None) or dict(type='SegVisualizationHook')
+        vis.update(draw=True, interval=1, show=args.show, wait_time=args.wait_time)
+        cfg.default_hooks.visualization = vis
     elif args.show or args.show_dir:
         if 'visualization' not in cfg.default_hooks:
             raise ToolError(f'{args.config}: --show/--show-dir need a "visualization" default hook (detection '
@@ -81,6 +88,8 @@ def _test(args, cfg):
     guard = WorkDirGuard(default_work_dir(cfg, args.config, args.work_dir))
     try:
         cfg = build_runner_cfg(cfg, args.config, work_dir=guard.work_dir, launcher=args.launcher)
+        if args.show_dir and cfg.get('default_scope', None) == 'mmseg':   # relative to the work dir, as mmdet's
+            cfg.visualizer.save_dir = os.path.join(cfg.work_dir, args.show_dir)
         from mmengine.runner import Runner
         runner = Runner.from_cfg(cfg)
         try:
@@ -91,8 +100,8 @@ def _test(args, cfg):
                             f'backbone-only ScaleNet checkpoint goes into model.backbone.init_cfg for training)') \
                 from None
         if args.out is not None:
-            if is_classifier(cfg):
-                # one dict per image: pred_score (all classes), pred_label, gt_label, img_path / sample_idx
+            if is_classifier(cfg) or cfg.get('default_scope', None) == 'mmseg':
+                # one dict per image (segmentors: with pred_sem_seg as mmseg's data sample holds it): pred_score (all classes), pred_label, gt_label, img_path / sample_idx
                 from mmengine.evaluator import DumpResults
                 runner.test_evaluator.metrics.append(DumpResults(out_file_path=args.out))
             else:

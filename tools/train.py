@@ -84,10 +84,21 @@ def prepare(args):
         missing = [k for k in ('train_dataloader', 'train_cfg', 'optim_wrapper') if k not in cfg]
         raise ToolError(f'{args.config} cannot be trained: it has no {", ".join(missing)}')
     check_training_values(cfg, args.config)
+    _check_segmentation_data(cfg, args.config)
     add_default_hooks(cfg)
     cfg.work_dir = work_dir
     _cpu_distributed(cfg, args.launcher)
     return cfg
+
+
+def _check_segmentation_data(cfg, config_path):
+    """mmseg configs: every training image has its annotation file (mmseg would stop mid-epoch), before work."""
+    from mmscalenet.datasets.segmentation import check_segmentation_split, is_segmentation_config
+    if not is_segmentation_config(cfg):
+        return
+    from mmengine.registry import init_default_scope
+    init_default_scope('mmseg')
+    check_segmentation_split(cfg.train_dataloader.dataset, f'{config_path}: train_dataloader.dataset')
 
 
 def _cpu_distributed(cfg, launcher):
@@ -146,10 +157,12 @@ def _run(args, cfg, guard):
         print(format_error(err), file=sys.stderr)
         return 1
     from mmscalenet.checkpoint import CheckpointError
+    from mmscalenet.datasets.segmentation import SegmentationDataError
+    clear = (FloatingPointError, CheckpointError, SegmentationDataError)   # their message says it all
     try:
         runner.train()
-    except (FloatingPointError, CheckpointError) + errors as err:
-        if not isinstance(err, (FloatingPointError, CheckpointError)):
+    except clear + errors as err:
+        if not isinstance(err, clear):
             traceback.print_exc()
         if _completed_iterations(runner) == 0:   # e.g. the data set is missing: nothing worth keeping
             guard.undo()
