@@ -31,6 +31,29 @@ class DeployError(ValueError):
     """The model cannot be exported as asked, or the exported file does not compute what the model does."""
 
 
+class WithHead(nn.Module):
+    """A backbone and the linear classifier head a ScaleNet checkpoint carries: ``forward`` gives the logits."""
+
+    def __init__(self, backbone: nn.Module, head: Optional[Dict[str, torch.Tensor]]):
+        super().__init__()
+        self.backbone = backbone
+        self.head = None
+        if head:
+            self.head = nn.Linear(head['weight'].shape[1], head['weight'].shape[0])
+            with torch.no_grad():
+                self.head.weight.copy_(head['weight'])
+                self.head.bias.copy_(head['bias'])
+
+    def forward(self, x: torch.Tensor):
+        out = self.backbone(x)
+        if self.head is None:
+            return out
+        feats = out[-1]
+        if feats.dim() == 4:   # a featmap backbone: timm's average pool before the head
+            feats = feats.mean((2, 3))
+        return self.head(feats)
+
+
 def _input_size(model: nn.Module, img_size: Optional[Union[int, Sequence[int]]]) -> Tuple[int, int, int]:
     """(C, H, W) of the example input: ``img_size`` or the model's own (its pretraining grid)."""
     backbone = getattr(model, 'backbone', model)
