@@ -40,13 +40,19 @@ def _mmengine_state():
     from mmengine.fileio.backends.local_backend import LocalBackend
     from mmengine.runner.checkpoint import CheckpointLoader
     import mmengine.hooks.checkpoint_hook as checkpoint_hook
+    from mmengine.config import Config
     return dict(put=LocalBackend.__dict__['put'], put_text=LocalBackend.__dict__['put_text'],
                 loaders=dict(CheckpointLoader._schemes), hook_open=vars(checkpoint_hook).get('open'),
-                safe_globals=set(torch.serialization.get_safe_globals()))
+                safe_globals=set(torch.serialization.get_safe_globals()), torch_load=torch.load,
+                serialization_load=torch.serialization.load, fromstring=Config.__dict__['fromstring'].__func__,
+                hook_save=[checkpoint_hook.CheckpointHook.__dict__[n] for n in
+                           ('_save_checkpoint_with_step', '_save_best_checkpoint')])
 
 
 def _assert_same(a, b):
     assert a['put'] is b['put'] and a['put_text'] is b['put_text'] and a['hook_open'] is b['hook_open']
+    assert a['torch_load'] is b['torch_load'] and a['serialization_load'] is b['serialization_load']
+    assert a['fromstring'] is b['fromstring'] and a['hook_save'] == b['hook_save']
     assert a['loaders'].keys() == b['loaders'].keys()
     assert all(a['loaders'][k] is b['loaders'][k] for k in a['loaders'])
     assert a['safe_globals'] == b['safe_globals']
@@ -58,6 +64,11 @@ def _assert_safe():
     assert state['put'] is mmengine_io._atomic_local_put and state['put_text'] is mmengine_io._atomic_local_put_text
     assert state['loaders'][''] is mmengine_io._mmengine_load_from_local
     assert state['hook_open'] is mmengine_io._checkpoint_hook_open
+    from mmscalenet.checkpoint import io
+    assert state['torch_load'] is io._forced_load and state['serialization_load'] is io._forced_load
+    assert state['fromstring'] is mmengine_io._refuse_config_text
+    assert [m.__name__ for m in state['hook_save']] == ['_save_checkpoint_with_step', '_save_best_checkpoint']
+    assert all(m.__module__ == mmengine_io.__name__ for m in state['hook_save'])
     assert HistoryBuffer in state['safe_globals'] and safe_io_active()
 
 

@@ -17,6 +17,7 @@ import torch
 
 from ..models.vit import plain_data
 from .convert import _base_depth_of, _positions_of, backbone_state_dict, check_tensors_fit, split_checkpoint
+from .crosscheck import crosscheck_meta
 from .io import (FORMAT_VERSION, META_KEY, CheckpointError, atomic_save, atomic_write, check_finite,
                  resolve_checkpoint, tensor_digest, verify_digest)
 
@@ -155,6 +156,7 @@ def validate_meta(meta: Any, state: Mapping[str, torch.Tensor], name: str = '<ch
     except (TypeError, ValueError, KeyError) as err:
         raise CheckpointError(f'{name}: its ScaleNet metadata does not describe a valid model: {err}') from None
     check_tensors_fit(expected, state, name)
+    crosscheck_meta(meta, state, name)   # no unused / missing tensors (adapter, LoRA, gates), meta_sha256
 
 
 def _source_name(source: Any) -> str:

@@ -17,6 +17,7 @@ import os
 import pickle
 import re
 import tempfile
+import threading
 import zipfile
 from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Sequence, Union
 
@@ -79,6 +80,8 @@ def _torch_load_safe(path: str, map_location: Any = 'cpu', extra_globals: Sequen
     try:
         with allowed_globals(list(_default_safe_globals()) + list(extra_globals)):
             return torch.load(path, map_location=map_location, weights_only=True)
+    except CheckpointError as err:   # refused by forced_weights_only's torch.load: name this path
+        raise _refusal(path, err.original) if hasattr(err, 'original') else err from None
     except pickle.UnpicklingError as err:
         raise _refusal(path, err) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError, AttributeError,
@@ -99,8 +102,10 @@ def safe_load(path: str) -> Any:
 
 
 def _unsupported_global(err: Exception) -> Optional[str]:
-    m = re.search(r'Unsupported global: GLOBAL ([\w.]+)', str(err))
-    return f'unsupported type {m.group(1)}' if m else None
+    """The blocked global named in torch's message: ``Unsupported global: GLOBAL os.system`` (torch <= 2.5) or
+    ``unsupported GLOBAL posix.system whose module posix is blocked`` (torch 2.6+)."""
+    m = re.search(r'unsupported (?:global: )?GLOBAL ([\w.]+)', str(err), flags=re.IGNORECASE)
+    return f'blocked global {m.group(1)}' if m else None
 
 
 def _load_safetensors(path: str) -> Dict[str, Any]:
@@ -133,12 +138,63 @@ def resolve_checkpoint(source: Union[str, Mapping[str, Any]]) -> Any:
     if source.startswith('timm:'):
         return _timm_pretrained_state(source[len('timm:'):])
     if source.startswith(('http://', 'https://')):
-        try:
-            with allowed_globals(_default_safe_globals()):
-                return torch.hub.load_state_dict_from_url(source, map_location='cpu', weights_only=True)
-        except pickle.UnpicklingError as err:
-            raise _refusal(source, err) from None
+        return load_url_safe(source)
     return safe_load(source)
+
+
+def load_url_safe(url: str, map_location: Any = 'cpu', model_dir: Optional[str] = None,
+                  progress: bool = False) -> Any:
+    """``torch.hub.load_state_dict_from_url`` (download, cache) with ``weights_only=True`` and the allow-list:
+    a downloaded file that carries pickled code is refused like a local one (the hub's default is
+    ``weights_only=False``)."""
+    try:
+        with forced_weights_only():
+            return torch.hub.load_state_dict_from_url(url, model_dir=model_dir, map_location=map_location,
+                                                      progress=progress, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise _refusal(url, err) from None
+    except CheckpointError as err:   # refused inside forced_weights_only: name the URL, not the hub's cache file
+        raise _refusal(url, err.original) if hasattr(err, 'original') else err from None
+
+
+_FORCE_LOCK = threading.Lock()
+_FORCE_DEPTH = 0
+_REAL_LOAD = torch.serialization.load   # what torch.load is; the forced wrapper calls this
+_REPLACED: Dict[str, Any] = {}
+
+
+def _forced_load(f: Any, map_location: Any = None, pickle_module: Any = None, *, weights_only: Any = None,
+                 **kwargs: Any) -> Any:
+    """``torch.load`` as seen inside :func:`forced_weights_only`: always ``weights_only=True`` with the
+    allow-list, whatever the caller asked (mmengine's URL / pavi / s3 loaders and torch.hub pass False)."""
+    name = os.fspath(f) if isinstance(f, (str, os.PathLike)) else getattr(f, 'name', '<checkpoint stream>')
+    try:
+        with allowed_globals(_default_safe_globals()):
+            return _REAL_LOAD(f, map_location=map_location, weights_only=True, **kwargs)
+    except pickle.UnpicklingError as err:
+        refusal = _refusal(str(name), err)
+        refusal.original = err   # callers that know a better name (a URL) re-word it
+        raise refusal from None
+
+
+@contextlib.contextmanager
+def forced_weights_only() -> Iterator[None]:
+    """Inside the block every ``torch.load`` / ``torch.serialization.load`` (any module, any thread) runs with
+    ``weights_only=True`` and the allow-list, so no third-party loader (URLs, hubs, cloud schemes) can unpickle
+    code; re-entrant, restored on exit. A refused file raises :class:`CheckpointError` naming the blocked global."""
+    global _FORCE_DEPTH
+    with _FORCE_LOCK:
+        if _FORCE_DEPTH == 0:
+            _REPLACED.update(load=torch.load, serialization_load=torch.serialization.load)
+            torch.load = torch.serialization.load = _forced_load
+        _FORCE_DEPTH += 1
+    try:
+        yield
+    finally:
+        with _FORCE_LOCK:
+            _FORCE_DEPTH -= 1
+            if _FORCE_DEPTH == 0:
+                torch.load, torch.serialization.load = _REPLACED.pop('load'), _REPLACED.pop('serialization_load')
 
 
 def _reachable(url: str, timeout: float = 3.0) -> bool:
@@ -175,12 +231,16 @@ def _timm_pretrained_state(name: str) -> Dict[str, torch.Tensor]:
     url = (os.environ.get('HF_ENDPOINT', 'https://huggingface.co') if hub else getattr(cfg, 'url', None)) or ''
     offline = os.environ.get('HF_HUB_OFFLINE', '0').lower() in ('1', 'true', 'yes', 'on') or not _reachable(url)
     if not offline:
-        return timm.create_model(name, pretrained=True).state_dict()
+        with forced_weights_only():   # whatever the timm version: its hub / URL loaders unpickle no code
+            return timm.create_model(name, pretrained=True).state_dict()
     from huggingface_hub import constants
     saved = constants.HF_HUB_OFFLINE
     constants.HF_HUB_OFFLINE = True  # the cache only: no request, no retries
     try:
-        return timm.create_model(name, pretrained=True).state_dict()
+        with forced_weights_only():
+            return timm.create_model(name, pretrained=True).state_dict()
+    except CheckpointError:
+        raise
     except Exception as err:  # noqa: BLE001  (hub / urllib errors of every kind mean: not cached)
         why = type(err).__name__
         raise CheckpointError(f'"timm:{name}" is not in the local cache and {url or "its host"} cannot be reached '

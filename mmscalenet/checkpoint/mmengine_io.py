@@ -14,7 +14,7 @@ import pickle
 import threading
 from typing import Any, Dict, Iterator, List, Optional
 
-from .io import _load_safetensors, _torch_load_safe, allowed_globals, atomic_write
+from .io import CheckpointError, _load_safetensors, _torch_load_safe, allowed_globals, atomic_write, forced_weights_only
 
 
 def mmengine_safe_globals() -> List[Any]:
@@ -103,6 +103,44 @@ def _checkpoint_hook_open(file, mode='r', *args, **kwargs):
 
 
 
+def _refuse_config_text(cfg_str: str, file_format: str) -> Any:
+    """``Config.fromstring`` inside the block: Python config text is executed when parsed, and mmengine calls this
+    only on text read from a checkpoint (``Runner.resume``'s ``meta.config``, ``BaseInferencer`` / mmdet's
+    ``DetInferencer(model=None, weights=...)`` and its ``meta.cfg``), so it is refused instead of run."""
+    if file_format in ('.json', '.yaml', '.yml'):
+        return _SAVED['fromstring'](cfg_str, file_format)
+    raise CheckpointError('refused to execute the config text stored in a checkpoint (Python code inside a '
+                          'checkpoint could do anything): pass the config file itself (e.g. '
+                          'DetInferencer(model=CONFIG.py, weights=CKPT))')
+
+
+@contextlib.contextmanager
+def _removals_after_the_save(hook) -> Iterator[List[tuple]]:
+    """Collect the file removals ``CheckpointHook`` makes while it saves, to run them once the save succeeded."""
+    backend, later = hook.file_backend, []
+    remove, rmtree = backend.remove, backend.rmtree
+    backend.remove = lambda path: later.append((remove, path))
+    backend.rmtree = lambda path: later.append((rmtree, path))
+    try:
+        yield later
+    finally:
+        del backend.remove, backend.rmtree
+
+
+def _new_before_old(name: str):
+    """A ``CheckpointHook`` method that writes the new checkpoint (and ``last_checkpoint``) before it removes the
+    old ones: mmengine removes first (``max_keep_ckpts``), so a kill during the save could leave no checkpoint."""
+    def method(self, runner, *args, **kwargs):
+        with _removals_after_the_save(self) as later:
+            _SAVED[name](self, runner, *args, **kwargs)
+        written = {getattr(self, 'last_ckpt', None), getattr(self, 'best_ckpt_path', None),
+                   *getattr(self, 'best_ckpt_path_dict', {}).values()}
+        for remove, path in later:   # only reached when the save completed
+            if path not in written:   # never the file just written under the same name
+                remove(path)
+    method.__name__ = name
+    return method
+
 
 _LOCK = threading.Lock()
 _DEPTH = 0                       # how many safe_mmengine_io() blocks are open (nested, or several runners)
@@ -118,6 +156,16 @@ def _install() -> None:
                   loader=CheckpointLoader._schemes.get(''), hook_open=vars(checkpoint_hook).get('open', _ABSENT),
                   globals=allowed_globals(mmengine_safe_globals()))
     _SAVED['globals'].__enter__()
+    _SAVED['forced'] = forced_weights_only()
+    _SAVED['forced'].__enter__()
+    from mmengine.config import Config
+    from mmengine.hooks import CheckpointHook
+    _SAVED['fromstring_descriptor'] = Config.__dict__['fromstring']
+    _SAVED['fromstring'] = _SAVED['fromstring_descriptor'].__func__
+    Config.fromstring = staticmethod(_refuse_config_text)
+    for name in ('_save_checkpoint_with_step', '_save_best_checkpoint'):
+        _SAVED[name] = CheckpointHook.__dict__[name]
+        setattr(CheckpointHook, name, _new_before_old(name))
     CheckpointLoader.register_scheme(prefixes='', loader=_mmengine_load_from_local, force=True)
     LocalBackend.put = _atomic_local_put
     LocalBackend.put_text = _atomic_local_put_text
@@ -138,6 +186,13 @@ def _restore() -> None:
     else:
         checkpoint_hook.open = hook_open
     _SAVED.pop('globals').__exit__(None, None, None)
+    _SAVED.pop('forced').__exit__(None, None, None)
+    from mmengine.config import Config
+    from mmengine.hooks import CheckpointHook
+    Config.fromstring = _SAVED.pop('fromstring_descriptor')   # the very same staticmethod object
+    _SAVED.pop('fromstring')
+    for name in ('_save_checkpoint_with_step', '_save_best_checkpoint'):
+        setattr(CheckpointHook, name, _SAVED.pop(name))
 
 
 @contextlib.contextmanager
@@ -147,12 +202,17 @@ def safe_mmengine_io() -> Iterator[None]:
     * Loading: mmengine's local-file checkpoint loader (``resume``, ``load_from``, ``init_cfg=Pretrained``,
       ``tools/test.py``) is replaced by one that passes ``weights_only=True`` and allows the data types mmengine
       itself writes (:func:`mmengine_safe_globals`); those are also added to torch's allow-list so mmengine's
-      other loaders (URLs) accept them. A file carrying any other pickled object is refused with a
-      :class:`~.io.CheckpointError`, and nothing in it runs. ``weights_only=False`` is never used.
+      other loaders accept them. Every ``torch.load`` in the block is forced to ``weights_only=True``
+      (:func:`~.io.forced_weights_only`), so mmengine's ``http(s)://``, ``torchvision://``, ``open-mmlab://``,
+      ``pavi://`` and ``s3://`` loaders (which pass ``weights_only=False``) are safe too. A file carrying any other
+      pickled object is refused with a :class:`~.io.CheckpointError`, and nothing in it runs.
+    * Config text stored in a checkpoint is never executed: ``Config.fromstring`` refuses Python text in the
+      block (mmengine uses it only for ``meta.config`` on resume and for ``BaseInferencer(model=None)``).
     * Saving: ``LocalBackend.put`` / ``put_text`` (what ``Runner.save_checkpoint`` goes through) write a temporary
       file and rename it, so a kill during a save leaves the previous checkpoint intact; the ``last_checkpoint``
       pointer, which ``CheckpointHook`` writes with a plain ``open()``, gets the same through an ``open`` placed in
-      that module's namespace (:func:`_checkpoint_hook_open`).
+      that module's namespace (:func:`_checkpoint_hook_open`). ``CheckpointHook`` removes the checkpoints beyond
+      ``max_keep_ckpts`` (and the previous best) only after the new one and the pointer are written.
 
     Re-entrant and nested-safe: the first block to open installs, the last to close restores. Does nothing where
     mmengine is not installed.

@@ -11,6 +11,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 from mmdet.registry import DATASETS
 from mmengine.dataset import BaseDataset
 
+from .errors import DataNotFoundError, DataValueError
 from .transforms import build_pipeline
 
 IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.tif', '.tiff', '.webp')
@@ -40,7 +41,7 @@ class ClsDataset(BaseDataset):
         if given:
             n = max((label for _, label in samples), default=-1) + 1
             if n > len(given):
-                raise ValueError(f'{type(self).__name__}: labels go up to {n - 1} but metainfo lists only '
+                raise DataValueError(f'{type(self).__name__}: labels go up to {n - 1} but metainfo lists only '
                                  f'{len(given)} classes')
         else:
             self._metainfo['classes'] = tuple(classes)
@@ -74,7 +75,7 @@ def _merge_classes(metainfo: Optional[Mapping[str, Any]], classes: Optional[Unio
     value = metainfo.get('classes')
     if isinstance(value, str):
         if not osp.isfile(value):
-            raise FileNotFoundError(f'class names file not found: {value} (one class name per line)')
+            raise DataNotFoundError(f'class names file not found: {value} (one class name per line)')
         with open(value) as f:
             metainfo['classes'] = tuple(line.strip() for line in f if line.strip())
     elif value is not None:
@@ -89,16 +90,16 @@ def _is_image(name: str) -> bool:
 def scan_folder(folder: str, classes: Optional[Sequence[str]] = None) -> Tuple[List[Tuple[str, int]], List[str]]:
     """``folder/<class>/<image>`` -> (samples, classes). Classes are the sorted sub-folder names (or ``classes``)."""
     if not osp.isdir(folder):
-        raise FileNotFoundError(f'dataset folder not found: {folder} (expected <data_root>/<split>/<class>/*.JPEG)')
+        raise DataNotFoundError(f'dataset folder not found: {folder} (expected <data_root>/<split>/<class>/*.JPEG)')
     found = sorted(e.name for e in os.scandir(folder) if e.is_dir())
     if not found:
-        raise ValueError(f'dataset folder {folder} has no class sub-folders (expected {folder}/<class>/*.JPEG)')
+        raise DataValueError(f'dataset folder {folder} has no class sub-folders (expected {folder}/<class>/*.JPEG)')
     if classes is None:
         classes = found
     else:
         unknown = sorted(set(found) - set(classes))
         if unknown:
-            raise ValueError(f'{folder} has class folders not in the class list: {unknown[:5]}'
+            raise DataValueError(f'{folder} has class folders not in the class list: {unknown[:5]}'
                              f'{" ..." if len(unknown) > 5 else ""}')
     index = {c: i for i, c in enumerate(classes)}
     samples: List[Tuple[str, int]] = []
@@ -106,7 +107,7 @@ def scan_folder(folder: str, classes: Optional[Sequence[str]] = None) -> Tuple[L
         sub = osp.join(folder, c)
         images = sorted(e.name for e in os.scandir(sub) if e.is_file() and _is_image(e.name))
         if not images:
-            raise ValueError(f'class folder {sub} contains no images (extensions {", ".join(IMG_EXTENSIONS)})')
+            raise DataValueError(f'class folder {sub} contains no images (extensions {", ".join(IMG_EXTENSIONS)})')
         samples.extend((osp.join(sub, name), index[c]) for name in images)
     return samples, list(classes)
 
@@ -114,7 +115,7 @@ def scan_folder(folder: str, classes: Optional[Sequence[str]] = None) -> Tuple[L
 def read_list_file(ann_file: str, prefix: str) -> List[Tuple[str, int]]:
     """``path label`` lines (paths relative to ``prefix``) -> samples; checks the file and its first image."""
     if not osp.isfile(ann_file):
-        raise FileNotFoundError(f'annotation list file not found: {ann_file}')
+        raise DataNotFoundError(f'annotation list file not found: {ann_file}')
     samples: List[Tuple[str, int]] = []
     with open(ann_file) as f:
         for lineno, line in enumerate(f, 1):
@@ -123,12 +124,13 @@ def read_list_file(ann_file: str, prefix: str) -> List[Tuple[str, int]]:
                 continue
             parts = line.rsplit(maxsplit=1)
             if len(parts) != 2 or not parts[1].lstrip('-').isdigit() or int(parts[1]) < 0:
-                raise ValueError(f'{ann_file}:{lineno}: expected "<relative image path> <class index>", got {line!r}')
+                raise DataValueError(f'{ann_file}:{lineno}: expected "<relative image path> <class index>", '
+                                     f'got {line!r}')
             samples.append((osp.join(prefix, parts[0]), int(parts[1])))
     if not samples:
-        raise ValueError(f'annotation list file {ann_file} lists no images')
+        raise DataValueError(f'annotation list file {ann_file} lists no images')
     if not osp.isfile(samples[0][0]):
-        raise FileNotFoundError(f'{ann_file}: first listed image not found: {samples[0][0]} (paths are relative '
+        raise DataNotFoundError(f'{ann_file}: first listed image not found: {samples[0][0]} (paths are relative '
                                 f'to {prefix})')
     return samples
 
@@ -158,7 +160,8 @@ class ScaleNetImageNet(ClsDataset):
         if data_prefix is None:
             data_prefix = dict(img_path=split or '')
         elif 'img_path' not in data_prefix:
-            raise ValueError(f'data_prefix must have an "img_path" entry (the image folder), got {dict(data_prefix)}')
+            raise DataValueError(f'data_prefix must have an "img_path" entry (the image folder), got '
+                                 f'{dict(data_prefix)}')
         self.split, self._raw_root = split, data_root
         super().__init__(data_root=data_root, ann_file=ann_file or '', data_prefix=dict(data_prefix),
                          metainfo=_merge_classes(metainfo, classes), pipeline=pipeline, **kwargs)
@@ -166,7 +169,7 @@ class ScaleNetImageNet(ClsDataset):
     def load_samples(self) -> Tuple[List[Tuple[str, int]], Sequence[str]]:
         data_root = self._raw_root
         if not osp.isdir(data_root):
-            raise FileNotFoundError(f'dataset root not found: {data_root} (set data_root in the config, or link the '
+            raise DataNotFoundError(f'dataset root not found: {data_root} (set data_root in the config, or link the '
                                     f'dataset there)')
         folder = self.data_prefix['img_path'].rstrip('/') or data_root
         classes = self._metainfo.get('classes')

@@ -17,6 +17,8 @@ from PIL import Image
 from timm.data import create_transform
 from timm.data.distributed_sampler import RepeatAugSampler
 
+from .errors import ImageReadError
+
 
 @TRANSFORMS.register_module()
 class LoadImagePIL(BaseTransform):
@@ -29,8 +31,8 @@ class LoadImagePIL(BaseTransform):
             try:
                 with open(path, 'rb') as f:
                     img = Image.open(f).convert('RGB')
-            except OSError as err:
-                raise OSError(f'cannot read image {path}: {err}') from None
+            except (OSError, SyntaxError, ValueError) as err:   # PIL: truncated / empty / not an image
+                raise ImageReadError(f'cannot read image {path}: {err}') from None
         elif isinstance(img, np.ndarray):
             img = Image.fromarray(img).convert('RGB')
         results['img'] = img
@@ -58,7 +60,7 @@ class TimmClsTransform(BaseTransform):
             self.kwargs['auto_augment'] = auto_augment
         else:
             self.kwargs['crop_pct'] = crop_pct
-        self.timm_transform = create_transform(use_prefetcher=True, **self.kwargs)
+        self.timm_transform = guard_posterize(create_transform(use_prefetcher=True, **self.kwargs))
 
     def transform(self, results: Dict[str, Any]) -> Dict[str, Any]:
         img = results['img']
@@ -70,6 +72,38 @@ class TimmClsTransform(BaseTransform):
 
     def __repr__(self) -> str:
         return f'{type(self).__name__}({self.kwargs})'
+
+
+def posterize_any_bits(img: Image.Image, bits_to_keep: int, **_: Any) -> Image.Image:
+    """timm's ``posterize`` for every bit count its RandAugment draws: 0 bits (magnitude 10 of
+    ``PosterizeIncreasing``, ~1 image in 2,000 with ``rand-m9-mstd0.5``) gives the black image Pillow < 13 gave,
+    where Pillow 13 raises ``ValueError: bits must be between or equal to 1 and 8``."""
+    from PIL import ImageOps
+    bits = int(bits_to_keep)
+    if bits >= 8:
+        return img
+    if bits <= 0:
+        return Image.new(img.mode, img.size)   # every bit dropped: zeros
+    return ImageOps.posterize(img, bits)
+
+
+def guard_posterize(transform: Any) -> Any:
+    """Replace timm's ``posterize`` by :func:`posterize_any_bits` in every augmentation op of ``transform``
+    (RandAugment ``ops``, AutoAugment ``policy``, AugMix ``ops``, nested ``transforms``); returns ``transform``."""
+    from timm.data import auto_augment
+    stack, seen = [transform], set()
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if getattr(node, 'aug_fn', None) is auto_augment.posterize:
+            node.aug_fn = posterize_any_bits
+        for attr in ('transforms', 'ops', 'policy'):
+            children = getattr(node, attr, None)
+            if isinstance(children, (list, tuple)):
+                stack.extend(children)
+    return transform
 
 
 @TRANSFORMS.register_module()
