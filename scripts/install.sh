@@ -83,6 +83,21 @@ fi
 
 say "installing mmengine, mmdet, timm and the project"
 "${pip[@]}" -r requirements.txt || die "requirements.txt could not be installed"
+# mmsegmentation 1.2.2's wheel installs its own test suite as a top-level package `tests`, which shadows every
+# checkout's tests/ folder (a regular package wins over a namespace one): remove exactly the files its RECORD lists.
+"$py" - <<'PY' || die "could not remove mmsegmentation's stray top-level tests package"
+import importlib.metadata as md, os, shutil
+try:
+    dist = md.distribution('mmsegmentation')
+except md.PackageNotFoundError:
+    raise SystemExit(0)
+stray = sorted({str(f).split('/')[0] for f in (dist.files or []) if str(f).startswith('tests/')})
+for top in stray:
+    path = os.path.join(str(dist.locate_file('')), top)
+    if os.path.isdir(path):
+        shutil.rmtree(path)
+        print(f"[install] removed {path} (mmsegmentation's own test suite, shadowing tests/)")
+PY
 "${pip[@]}" --no-deps --no-build-isolation -e . || die "mmscalenet could not be installed"
 
 "$py" - <<'PY' || die "the installed environment does not import cleanly (see the traceback above)"
