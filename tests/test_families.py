@@ -167,3 +167,46 @@ def test_old_runner_checkpoints_load(family):
     _assert_file_tensors_loaded(model, path, prefix='backbone.')
     with torch.no_grad():
         torch.testing.assert_close(model(ref['input'])[0], ref['output'], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('family', FAMILIES)
+def test_a_plain_start_is_grown_at_load_and_logged_as_a_warning(family, caplog):
+    """A plain checkpoint (base depths, no metadata) loaded into a grown model: the log says the model does not
+    start from a ScaleNet (ImageNet-stage) checkpoint."""
+    import logging
+    plain = dict(_randomise(_build(family, plans='base', adapter=None, unshared=())).state_dict())   # timm's layout
+    with caplog.at_level(logging.WARNING):
+        report = load_backbone(_build(family), plain)
+    assert report['layout'] == 'timm' and report['loaded']
+    assert any(r.levelno == logging.WARNING and 'checkpoint, grown at load to' in r.getMessage()
+               for r in caplog.records)
+
+
+# ---- the tools pick the family from what they are given, or say what they found --------------------------------
+def _tool(name):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(f'mmscalenet_{name}_tool_f', os.path.join(ROOT, 'tools', f'{name}.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def test_tools_name_the_family_they_cannot_use(tmp_path, capsys):
+    export, expand = _tool('export'), _tool('expand')
+    model = _build('vit')
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    unknown = tmp_path / 'unknown.pth'
+    torch.save({'state_dict': state, 'meta': {'scalenet': dict(scalenet_meta(model), family='convnext')}}, unknown)
+    assert export([str(unknown), str(tmp_path / 'o.pth')]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "family 'convnext'" in err and "['swin', 'vit']" in err and '\n' not in err
+    config = tmp_path / 'cfg.py'
+    config.write_text("model = dict(backbone=dict(type='SwinTransformer', embed_dims=16))\n")
+    assert export([str(unknown), str(tmp_path / 'o.pth'), '--config', str(config)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "model.backbone.type is 'SwinTransformer'" in err and 'ScaleNetSwin' in err and '\n' not in err
+    with pytest.raises(SystemExit, match="--arch 'resnet50' is neither a ViT arch"):
+        expand([str(unknown), str(tmp_path / 'g.pth'), '--arch', 'resnet50', '--depth', '8'])
+    with pytest.raises(SystemExit, match="--backbone vit but --arch 'swin-tiny' is a swin arch"):
+        expand([str(unknown), str(tmp_path / 'g.pth'), '--arch', 'swin-tiny', '--backbone', 'vit', '--depth', '8'])
+    assert not (tmp_path / 'o.pth').exists() and not (tmp_path / 'g.pth').exists()

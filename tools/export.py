@@ -78,9 +78,9 @@ def load_model(src, config=None, allow_nonfinite=False, verify_checksum=True):
     its ScaleNet metadata (the family it records), or --config's backbone loaded from it (any layout it takes)."""
     from mmscalenet.checkpoint import (CheckpointError, backbone_state_dict, build_from_meta, load_backbone,
                                        match_gate_shapes, read_checkpoint, read_record)
+    model = _backbone_from_config(config) if config is not None else None   # --config's mistakes first
     state, meta = read_checkpoint(src, allow_nonfinite=allow_nonfinite, verify_checksum=verify_checksum)
-    if config is not None:
-        model = _backbone_from_config(config)
+    if model is not None:
         report = load_backbone(model, src, allow_nonfinite=allow_nonfinite, verify_checksum=verify_checksum)
         missing = report['new']
     else:
