@@ -125,54 +125,87 @@ def spread_indices(depth: int, count: int) -> Tuple[int, ...]:
     return tuple(sorted({(k + 1) * depth // count - 1 for k in range(count)}))
 
 
-def expand_state_dict(base: Mapping[str, torch.Tensor], plan: DepthPlan,
-                      unshared: Iterable[str] = ()) -> Tuple[Dict[str, torch.Tensor], Dict[str, List[str]]]:
-    """Turn a timm-layout ViT state dict of depth L into the grown model's state dict.
+# Per-position copies made at expansion for each ``unshared`` name: (key inside a block, key inside a position). A
+# family validates which names it takes (the ViT: 'norm'; the Swin: 'norm', 'rel_pos').
+PER_POSITION_KEYS = {'norm': (('norm1.', 'norm1.'), ('norm2.', 'norm2.')),
+                     'rel_pos': (('attn.relative_position_bias_table', 'relative_position_bias_table'),)}
 
-    Shared tensors stay once under ``blocks.{j}``; tensors made per-position (``unshared``) are copied to
-    ``positions.{p}.*`` from the source layer g(p). Keys outside the blocks pass through unchanged.
 
-    Blocks beyond the plan's base depth are left out. Returns the new state dict and a report
+def _per_position_key(rest: str, unshared: Iterable[str]) -> Optional[str]:
+    """The position key of block key ``rest`` when ``unshared`` makes it per position, else None."""
+    for name in unshared:
+        for block_key, position_key in PER_POSITION_KEYS.get(name, ()):
+            if rest.startswith(block_key):
+                return position_key + rest[len(block_key):]
+    return None
+
+
+def expand_state_dict(base: Mapping[str, torch.Tensor], plan: DepthPlan, unshared: Iterable[str] = (),
+                      prefix: str = '') -> Tuple[Dict[str, torch.Tensor], Dict[str, List[str]]]:
+    """Turn the plain (timm-layout) state dict of one stack of depth L into the grown stack's state dict.
+
+    The stack's keys start with ``prefix`` (``''`` for the ViT trunk, ``'layers.{s}.'`` for a Swin stage). Shared
+    tensors stay once under ``{prefix}blocks.{j}``; tensors made per-position (``unshared``, see
+    :data:`PER_POSITION_KEYS`) are copied to ``{prefix}positions.{p}.*`` from the source layer g(p). Other keys pass
+    through unchanged; blocks beyond the plan's base depth are left out. Returns the new state dict and a report
     ``{'copied': [the per-position keys made]}``.
     """
-    per_position = _unshared_names(unshared)
+    unshared = (unshared,) if isinstance(unshared, str) else tuple(unshared)
+    unknown = [u for u in unshared if u not in PER_POSITION_KEYS]
+    if unknown:
+        raise ValueError(f'unshared={unknown} is not supported: choose from {tuple(PER_POSITION_KEYS)} (attention '
+                         f'and MLP weights are always shared)')
+    pattern = re.compile('^' + re.escape(prefix) + r'blocks\.(\d+)\.(.+)$')
     out: Dict[str, torch.Tensor] = {}
     report: Dict[str, List[str]] = {'copied': []}
     for key, value in base.items():
-        m = _BLOCK_KEY.match(key)
+        m = pattern.match(key)
         if not m:
             out[key] = value
             continue
         j, rest = int(m.group(1)), m.group(2)
         if j >= plan.base_depth:
             continue
-        sub = rest.split('.')[0]
-        if sub in per_position:
+        local = _per_position_key(rest, unshared)
+        if local is not None:
             for p in plan.positions_of(j):
-                out[f'positions.{p}.{rest}'] = value.clone()
-                report['copied'].append(f'positions.{p}.{rest}')
+                out[f'{prefix}positions.{p}.{local}'] = value.clone()
+                report['copied'].append(f'{prefix}positions.{p}.{local}')
         else:
             out[key] = value
     return out, report
 
 
-def untie_state_dict(state: Mapping[str, torch.Tensor], plan: DepthPlan) -> Dict[str, torch.Tensor]:
-    """Inverse view for export: a plain timm ViT state dict of depth D, block ``p`` a copy of its shared layer.
+def expand_stacks(base: Mapping[str, torch.Tensor], stacks: Sequence[Tuple[str, DepthPlan]],
+                  unshared: Iterable[str] = ()) -> Tuple[Dict[str, torch.Tensor], Dict[str, List[str]]]:
+    """:func:`expand_state_dict` for every (prefix, plan) stack of a backbone (``model.growth_stacks()``)."""
+    out, copied = dict(base), []
+    for prefix, plan in stacks:
+        out, report = expand_state_dict(out, plan, unshared, prefix)
+        copied.extend(report['copied'])
+    return out, {'copied': copied}
+
+
+def untie_state_dict(state: Mapping[str, torch.Tensor], plan: DepthPlan, prefix: str = '') -> Dict[str, torch.Tensor]:
+    """Inverse view for export: the plain (timm) state dict of one stack of depth D, block ``p`` a copy of its
+    shared layer (keys under ``prefix``).
 
     Expects a state dict whose per-position tensors already use timm names (``positions.{p}.norm1.*``); adapters
     must be merged into the block weights or absent (the caller checks that).
     """
+    block = re.compile('^' + re.escape(prefix) + r'blocks\.(\d+)\.(.+)$')
+    position = re.compile('^' + re.escape(prefix) + r'positions\.(\d+)\.(.+)$')
     out: Dict[str, torch.Tensor] = {}
     for key, value in state.items():
-        m = _BLOCK_KEY.match(key)
+        m = block.match(key)
         if m:
             j, rest = int(m.group(1)), m.group(2)
             for p in plan.positions_of(j):
-                out[f'blocks.{p}.{rest}'] = value.clone()
+                out[f'{prefix}blocks.{p}.{rest}'] = value.clone()
             continue
-        m = re.match(r'^positions\.(\d+)\.(.+)$', key)
+        m = position.match(key)
         if m:
-            out[f'blocks.{m.group(1)}.{m.group(2)}'] = value.clone()
+            out[f'{prefix}blocks.{m.group(1)}.{m.group(2)}'] = value.clone()
             continue
         out[key] = value.clone()
     return out
@@ -197,20 +230,16 @@ def count_parameters(model: torch.nn.Module, base_depth: Optional[int] = None,
     ``unique``: each tensor counted once (what the optimizer and the checkpoint hold). ``shared``: tensors under
     ``blocks.*`` (used by one or more positions). ``per_position``: tensors under ``positions.*``. ``other``:
     embeddings, final norm, head. ``untied``: what an ordinary ViT of the same depth would hold, i.e. every
-    shared block counted once per position that uses it (needs the plan's layer usage, taken from
-    ``model.plan`` when present).
+    shared block counted once per position that uses it (the plans' layer usage, from ``model.growth_stacks()``
+    when it has one).
     """
     seen = set()
     counts = {'unique': 0, 'shared': 0, 'per_position': 0, 'other': 0}
-    usage: Dict[int, int] = {}
-    plan = getattr(model, 'plan', None)
-    if plan is not None:
+    usage: Dict[Tuple[str, int], int] = {}   # (stack prefix, base layer) -> positions running it
+    stacks = model.growth_stacks() if hasattr(model, 'growth_stacks') else []
+    for prefix, plan, _ in stacks:
         for j in plan.sources:
-            usage[j] = usage.get(j, 0) + 1
-    stage_usage: Dict[Tuple[int, int], int] = {}   # ScaleNetSwin: one plan per stage, blocks under layers.{s}
-    for s, stage_plan in enumerate(getattr(model, 'plans', None) or ()):
-        for j in stage_plan.sources:
-            stage_usage[(s, j)] = stage_usage.get((s, j), 0) + 1
+            usage[(prefix, j)] = usage.get((prefix, j), 0) + 1
     untied = 0
     for name, param in model.named_parameters(remove_duplicate=False):
         if id(param) in seen:
@@ -218,12 +247,10 @@ def count_parameters(model: torch.nn.Module, base_depth: Optional[int] = None,
         seen.add(id(param))
         n = param.numel()
         counts['unique'] += n
-        m = re.search(r'(?:^|\.)(?:layers\.(\d+)\.)?blocks\.(\d+)\.', name)
+        m = re.search(r'(?:^|\.)((?:layers\.\d+\.)?)blocks\.(\d+)\.', name)
         if m:
             counts['shared'] += n
-            j = int(m.group(2))
-            uses = stage_usage.get((int(m.group(1)), j), 1) if m.group(1) is not None else usage.get(j, 1)
-            untied += n * uses
+            untied += n * usage.get((m.group(1), int(m.group(2))), 1)
         elif re.search(r'(?:^|\.)positions\.\d+\.', name):
             counts['per_position'] += n
             untied += n

@@ -8,7 +8,7 @@ import torch
 
 from conftest import ROOT, TINY_ARCH
 from mmscalenet.checkpoint import (CheckpointError, atomic_save, load_scalenet, position_correspondence,
-                                   read_checkpoint, safe_load, safe_mmengine_io, save_scalenet, split_checkpoint)
+                                   safe_load, safe_mmengine_io, save_scalenet, split_checkpoint)
 from mmscalenet.models import ScaleNetViT
 
 CONFIGS = {
@@ -351,58 +351,15 @@ def test_a_plain_model_in_the_scalenet_format_is_grown_like_a_timm_checkpoint(tm
     assert torch.equal(grown.blocks[3].mlp.fc2.weight, base.blocks[3].mlp.fc2.weight)
 
 
-# ---- files written by older mmscalenet (tests/data/make_fixtures.py, commit d522bc7) ------------------------------
+# ---- files written by older mmscalenet (tests/data/make_fixtures.py, commit d522bc7; the ScaleNet files of both
+# families: tests/test_families.py) ---------------------------------------------------------------------------------
 DATA = os.path.join(ROOT, 'tests', 'data')
 
 
-def _reference():
-    return torch.load(os.path.join(DATA, 'scalenet_v1_reference.pt'), weights_only=True)
-
-
-def _assert_file_tensors_loaded(model, path, prefix=''):
-    """Tensors read from a file compare exactly: every backbone tensor of the file is in the model, unchanged."""
-    state = read_checkpoint(path)[0]
-    own = model.state_dict()
-    keys = [k for k in state if k.startswith(prefix) and k[len(prefix):] in own]
-    assert [k for k in keys if not torch.equal(own[k[len(prefix):]], state[k])] == []
-    assert len(keys) == len(own)
-
-
-@pytest.mark.parametrize('name', ['scalenet_v1_tiny.pth', 'scalenet_v1_tiny.safetensors'])
-def test_fixture_scalenet_file_loads(name):
-    """A ScaleNet file written before the checkpoint package rebuilds the same model (same output)."""
-    ref = _reference()
-    model, head = load_scalenet(os.path.join(DATA, name))
-    assert model.plan.sources == (0, 1, 0, 1) and model.function_preserving
-    assert set(head) == {'weight', 'bias'} and head['weight'].shape == (3, 16)
-    _assert_file_tensors_loaded(model, os.path.join(DATA, name))
-    with torch.no_grad():   # computed here, stored by another CPU: compared with a tolerance, never bit for bit
-        torch.testing.assert_close(model.eval()(ref['input'])[0], ref['output'], rtol=1e-5, atol=1e-5)
-
-
-def test_fixture_runner_checkpoint_loads(mmdet_scope):
-    """An mmengine training checkpoint of the same backbone (backbone. keys, meta.scalenet, HistoryBuffer)."""
-    from mmscalenet.checkpoint import load_into_backbone
-    ref = _reference()
-    model = ScaleNetViT(ref['arch'], **ref['kwargs']).eval()
-    path = os.path.join(DATA, 'scalenet_v1_runner.pth')
-    report = load_into_backbone(model, path)
-    assert not report['new'] and not report['remapped']
-    _assert_file_tensors_loaded(model, path, prefix='backbone.')
-    with torch.no_grad():
-        torch.testing.assert_close(model(ref['input'])[0], ref['output'], rtol=1e-5, atol=1e-5)
-    from mmengine.runner.checkpoint import _load_checkpoint   # as resume / load_from read it
+def test_fixture_runner_checkpoint_reads_in_mmengine(mmdet_scope):
+    """The old training checkpoint (``HistoryBuffer``, numpy scalars) as resume / load_from read it; its backbone
+    loads in tests/test_families.py."""
+    from mmengine.runner.checkpoint import _load_checkpoint
     with safe_mmengine_io():
-        obj = _load_checkpoint(path, map_location='cpu')
+        obj = _load_checkpoint(os.path.join(DATA, 'scalenet_v1_runner.pth'), map_location='cpu')
     assert obj['message_hub']['log_scalars']['train/loss'].mean() == 0.75 and obj['meta']['iter'] == 4
-
-
-def test_the_model_does_not_import_the_checkpoint_package():
-    """One-way dependency: checkpoint -> models; ``load_pretrained`` gets its loader from the checkpoint package."""
-    import ast
-    from mmscalenet.checkpoint import load_into_backbone
-    tree = ast.parse(open(os.path.join(ROOT, 'mmscalenet', 'models', 'vit.py')).read())
-    modules = [n.module or '' for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
-    modules += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
-    assert not [m for m in modules if 'checkpoint' in m and m != 'torch.utils.checkpoint'], modules
-    assert ScaleNetViT.pretrained_loader is load_into_backbone

@@ -83,7 +83,7 @@ def test_tool_exports_timm_file_with_head(tmp_path):
     save_scalenet(model, str(src), head=head)
     proc = subprocess.run(EXPORT + [str(src), str(dst)], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
-    assert 'check: timm VisionTransformer output == ScaleNet output' in proc.stdout
+    assert 'check: timm VisionTransformer output == ScaleNetViT output' in proc.stdout
     state = torch.load(dst, weights_only=True)           # a bare state dict of plain tensors
     ref = _timm(model, state, num_classes=5)
     x = torch.randn(2, 3, 32, 32)

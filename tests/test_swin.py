@@ -10,8 +10,8 @@ import torch
 from conftest import ROOT
 from mmscalenet.expansion import count_parameters
 from mmscalenet.models.swin import ScaleNetSwin, relative_position_index, shifted_window_mask
-from mmscalenet.swin_checkpoint import (detect_layout, swin_timm_state_dict, timm_swin_kwargs, timm_to_unfold_order,
-                                        unfold_to_timm_order, untied_copy)
+from mmscalenet.checkpoint import (detect_layout, load_scalenet, save_scalenet, scalenet_meta, timm_kwargs,
+                                   timm_to_unfold_order, unfold_to_timm_order, untied_state_dict)
 
 timm_swin = pytest.importorskip('timm.models.swin_transformer')
 
@@ -103,6 +103,33 @@ def _randomise(model, seed=1):
 GROWN = (2, 3, 5, 3)
 
 
+def untied_copy(model):
+    """A ``ScaleNetSwin`` with base depths = ``model``'s grown depths and the identity mapping, every position owning
+    a copy of its shared block and its own per-position tensors (adapters included): the same function, nothing
+    shared. The gates of ``model``'s inserted positions are kept as such (the copy has none of its own)."""
+    arch = dict(model.arch, depths=tuple(p.depth for p in model.plans))
+    copy = ScaleNetSwin(arch, adapter=model.adapter_cfg, function_preserving=False, unshared=model.unshared,
+                        img_size=model.img_size, drop_path_rate=model.drop_path_rate, out_type=model.out_type,
+                        out_indices=model.out_indices)
+    state = {}
+    for key, value in model.state_dict().items():
+        m = re.match(r'^layers\.(\d+)\.blocks\.(\d+)\.(.+)$', key)
+        if m:
+            s, j = int(m.group(1)), int(m.group(2))
+            for p in model.plans[s].positions_of(j):
+                state[f'layers.{s}.blocks.{p}.{m.group(3)}'] = value.detach().clone()
+        elif not key.endswith(('gate_attn', 'gate_mlp')):
+            state[key] = value.detach().clone()
+    copy.load_state_dict(state, strict=True)
+    for s, stage in enumerate(model.layers):
+        for p, pos in enumerate(stage.positions):
+            if pos.gate_attn is not None:
+                target = copy.layers[s].positions[p]
+                target.gate_attn = torch.nn.Parameter(pos.gate_attn.detach().clone())
+                target.gate_mlp = torch.nn.Parameter(pos.gate_mlp.detach().clone())
+    return copy
+
+
 @pytest.mark.parametrize('adapter', [dict(type='ParallelAdapter', bottleneck=4), dict(type='LoRA', rank=2)])
 @pytest.mark.parametrize('fused', [True, False])
 def test_grown_equals_untied_copy_forward_and_gradients(adapter, fused):
@@ -185,8 +212,8 @@ def test_lora_export_is_a_plain_timm_swin_of_the_grown_depths():
     grown = scalenet(GROWN, adapter=dict(type='LoRA', rank=2), function_preserving=True)
     grown.load_pretrained(tiny_timm_swin().state_dict())
     _randomise(grown)
-    plain = timm_swin.SwinTransformer(**timm_swin_kwargs(grown)).eval()
-    plain.load_state_dict(swin_timm_state_dict(grown), strict=True)
+    plain = timm_swin.SwinTransformer(**timm_kwargs(grown)).eval()
+    plain.load_state_dict(untied_state_dict(grown), strict=True)
     x = torch.randn(2, 3, IMG, IMG)
     with torch.no_grad():
         ref = timm_pooled(plain, x)
@@ -194,7 +221,7 @@ def test_lora_export_is_a_plain_timm_swin_of_the_grown_depths():
         assert (grown.eval()(x)[0] - ref).abs().max() < 1e-5 * ref.abs().max()
     from mmscalenet.checkpoint import NotMergeableError
     with pytest.raises(NotMergeableError, match='ParallelAdapter'):
-        swin_timm_state_dict(scalenet(GROWN, adapter=dict(type='ParallelAdapter')))
+        untied_state_dict(scalenet(GROWN, adapter=dict(type='ParallelAdapter')))
 
 
 # ---- plans, parity, drop path, parameters -------------------------------------------------------------------------
@@ -371,10 +398,9 @@ def test_config_round_trip_and_overrides():
 def _run_checkpoint(model):
     """What a training run writes for a Swin detector / classifier: ``backbone.``-prefixed tensors, other modules,
     and ``meta['scalenet']`` from :func:`swin_scalenet_meta` (the meta hook's payload)."""
-    from mmscalenet.swin_checkpoint import swin_scalenet_meta
     state = {f'backbone.{k}': v.clone() for k, v in model.state_dict().items()}
     state['neck.conv.weight'] = torch.zeros(2, 2)
-    return {'state_dict': state, 'meta': {'scalenet': swin_scalenet_meta(model), 'scalenet_prefix': 'backbone.'}}
+    return {'state_dict': state, 'meta': {'scalenet': scalenet_meta(model), 'scalenet_prefix': 'backbone.'}}
 
 
 def test_scalenet_swin_checkpoint_loads_at_the_same_and_other_plans(tmp_path):
@@ -422,18 +448,17 @@ def test_scalenet_swin_checkpoint_loads_at_the_same_and_other_plans(tmp_path):
 
 
 def test_save_and_load_swin_round_trip(tmp_path):
-    from mmscalenet.swin_checkpoint import load_swin, save_swin
     grown = scalenet(GROWN, adapter=dict(type='LoRA', rank=2), function_preserving=True)
     _randomise(grown)
     head = {'weight': torch.randn(10, 256), 'bias': torch.randn(10)}
     x = torch.randn(1, 3, IMG, IMG)
     for name in ('grown.pth', 'grown.safetensors'):
-        save_swin(grown, str(tmp_path / name), head=head)
-        loaded, loaded_head = load_swin(str(tmp_path / name))
+        save_scalenet(grown, str(tmp_path / name), head=head)
+        loaded, loaded_head = load_scalenet(str(tmp_path / name))
         assert loaded.config() == grown.config() and torch.equal(loaded_head['weight'], head['weight'])
         with torch.no_grad():
             assert torch.equal(loaded.eval()(x)[0], grown.eval()(x)[0])
-    deeper, _ = load_swin(str(tmp_path / 'grown.pth'), depths=(2, 4, 6, 4))
+    deeper, _ = load_scalenet(str(tmp_path / 'grown.pth'), depths=(2, 4, 6, 4))
     assert deeper.config()['depths'] == [2, 4, 6, 4]
     assert torch.equal(deeper.layers[2].blocks[1].mlp.fc1.weight, grown.layers[2].blocks[1].mlp.fc1.weight)
 
@@ -451,7 +476,6 @@ def test_expand_then_export_a_swin_through_the_tools(tmp_path, capsys):
     """expand.py grows a timm Swin file (LoRA), export.py writes a plain timm Swin of the grown depths computing the
     same logits; ParallelAdapter is refused with the shared format offered; bad depths write nothing."""
     import json
-    from mmscalenet.swin_checkpoint import load_swin
     expand, export = _tool('expand'), _tool('export')
     ref = tiny_timm_swin(num_classes=10)
     src = tmp_path / 'timm_swin.pth'
@@ -462,11 +486,11 @@ def test_expand_then_export_a_swin_through_the_tools(tmp_path, capsys):
                    '--function-preserving', '--img-size', str(IMG)]) == 0
     out = capsys.readouterr().out
     assert 'stage 1: depth plan: 2 base layers -> 3 positions' in out and '| unique |' in out and f'wrote {grown}' in out
-    model, head = load_swin(str(grown))
+    model, head = load_scalenet(str(grown))
     assert model.config()['depths'] == [2, 3, 4, 2] and tuple(head['fc.weight'].shape) == (10, 256)
     assert export([str(grown), str(plain)]) == 0
     assert 'check: timm SwinTransformer output == ScaleNetSwin output' in capsys.readouterr().out
-    timm_model = timm_swin.SwinTransformer(**timm_swin_kwargs(model, num_classes=10)).eval()
+    timm_model = timm_swin.SwinTransformer(**timm_kwargs(model, num_classes=10)).eval()
     timm_model.load_state_dict(torch.load(plain, weights_only=True))   # strict: a plain timm Swin
     x = torch.randn(2, 3, IMG, IMG)
     with torch.no_grad():   # function-preserving, zero LoRA B: the grown model is still the pretrained timm Swin
@@ -477,7 +501,7 @@ def test_expand_then_export_a_swin_through_the_tools(tmp_path, capsys):
     assert export([str(parallel), str(tmp_path / 'no.pth')]) == 2
     assert '--format scalenet' in capsys.readouterr().err and not (tmp_path / 'no.pth').exists()
     assert export([str(parallel), str(tmp_path / 'shared.safetensors'), '--format', 'scalenet']) == 0
-    assert load_swin(str(tmp_path / 'shared.safetensors'))[0].config() == load_swin(str(parallel))[0].config()
+    assert load_scalenet(str(tmp_path / 'shared.safetensors'))[0].config() == load_scalenet(str(parallel))[0].config()
     with pytest.raises(SystemExit, match='stage 2: depth D=1 is smaller'):
         expand([str(src), str(tmp_path / 'bad.pth'), '--arch', arch, '--depths', '2,2,1,2', '--img-size', str(IMG)])
     assert not (tmp_path / 'bad.pth').exists()

@@ -1,17 +1,19 @@
 #!/usr/bin/env python
-"""Grow a pretrained ViT checkpoint with ScaleNet and write the grown checkpoint (ScaleNet format).
+"""Grow a pretrained ViT or Swin checkpoint with ScaleNet and write the grown checkpoint (ScaleNet format).
 
-Prints the depth plan (which base layer each position uses) and the parameter table. The output stores each
-shared tensor once plus the plan; load it with ``init_cfg=dict(type='Pretrained', checkpoint=DST)``.
+Prints the depth plan of every grown stack (which base layer each position uses) and the parameter table. The
+output stores each shared tensor once plus the plans; load it with ``init_cfg=dict(type='Pretrained',
+checkpoint=DST)``. The backbone family comes from --arch (deit-* / a ViT dict: ScaleNetViT; swin-* / a dict with
+``depths``: ScaleNetSwin), or --backbone.
 
 Examples:
     python tools/expand.py deit_small_patch16_224-cd65a155.pth deit-s-24l.pth --arch deit-small --depth 24
     python tools/expand.py timm:deit_base_patch16_224.fb_in1k deit-b-24l.pth --arch deit-base --depth 24 \\
         --mapping interleave --adapter lora --rank 8
-    python tools/expand.py swin_tiny_patch4_window7_224.pth swin-t-s-depth.pth --backbone swin --arch swin-tiny \\
-        --depths 2,2,18,2      # a Swin, stage by stage (--backbone swin --help for its options)
+    python tools/expand.py swin_tiny_patch4_window7_224.pth swin-t-s-depth.pth --arch swin-tiny --depths 2,2,18,2
 """
 import argparse
+import json
 import os.path as osp
 import sys
 
@@ -24,10 +26,14 @@ def parse_args(argv=None):
                                 epilog=__doc__.split('\n\n', 2)[2])
     p.add_argument('src', help='pretrained checkpoint: a .pth/.safetensors path, an http(s) URL or timm:NAME')
     p.add_argument('dst', help='output checkpoint (.pth or .safetensors); written only if everything succeeds')
-    p.add_argument('--arch', default='deit-small', help='deit-tiny | deit-small | deit-base (default deit-small)')
-    p.add_argument('--depth', type=int, required=True, help='grown depth D (>= the base depth)')
+    p.add_argument('--arch', default='deit-small',
+                   help='deit-tiny | deit-small | deit-base | swin-tiny | swin-small | swin-base, or a JSON dict '
+                        '(default deit-small)')
+    p.add_argument('--backbone', choices=['vit', 'swin'], help='the family, when --arch does not say it')
+    p.add_argument('--depth', '--depths', dest='depth', required=True,
+                   help='grown depth D (ViT), or the grown depth of every Swin stage, comma-separated (2,2,18,2)')
     p.add_argument('--mapping', default='cyclic',
-                   help="'cyclic' (default), 'interleave', or a comma-separated list of D base-layer indices")
+                   help="'cyclic' (default), 'interleave', or (ViT) a comma-separated list of D base-layer indices")
     p.add_argument('--adapter', choices=['parallel', 'lora', 'none'], default='parallel',
                    help='per-position adjustment parameters (default parallel adapters)')
     p.add_argument('--bottleneck', type=int, default=8, help='parallel adapter bottleneck (default 8)')
@@ -35,10 +41,11 @@ def parse_args(argv=None):
     p.add_argument('--alpha', type=float, default=16.0, help='LoRA alpha (default 16)')
     p.add_argument('--function-preserving', action='store_true',
                    help='zero-initialised residual gates on inserted positions (grown model == base at step 0)')
-    p.add_argument('--unshared', nargs='*', default=[], choices=['norm'],
-                   help='tensors each position gets its own copy of (default: none, norms shared)')
+    p.add_argument('--unshared', nargs='*', default=None, choices=['norm', 'rel_pos'],
+                   help='tensors each position gets its own copy of (default: the family\'s: none for the ViT, '
+                        'rel_pos for the Swin)')
     p.add_argument('--img-size', type=int, default=224, help='pretraining image size (default 224)')
-    p.add_argument('--patch-size', type=int, default=16, help='patch size (default 16)')
+    p.add_argument('--patch-size', type=int, default=None, help='ViT patch size (default 16)')
     p.add_argument('--no-head', action='store_true', help='do not carry the classifier head over')
     p.add_argument('--allow-nonfinite', action='store_true',
                    help='load SRC even if some of its tensors hold NaN or inf (refused by default)')
@@ -47,142 +54,90 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def family_of_arch(arch, backbone):
+    """'vit' / 'swin' from the parsed --arch (and --backbone); one line naming what was found otherwise."""
+    from mmscalenet.models.swin import SWIN_ARCHS
+    from mmscalenet.models.vit import ARCHS
+    if isinstance(arch, dict):
+        found = 'swin' if 'depths' in arch else 'vit' if 'num_layers' in arch else None
+    else:
+        key = arch.lower().replace('_', '-')
+        found = 'swin' if key in SWIN_ARCHS or f'swin-{key}' in SWIN_ARCHS else 'vit' if key in ARCHS else None
+    if backbone and found and backbone != found:
+        raise SystemExit(f'error: --backbone {backbone} but --arch {arch!r} is a {found} arch')
+    if not (backbone or found):
+        raise SystemExit(f'error: --arch {arch!r} is neither a ViT arch ({", ".join(ARCHS)}, or a dict with '
+                         f'num_layers) nor a Swin arch ({", ".join(SWIN_ARCHS)}, or a dict with depths)')
+    return backbone or found
+
+
+def build(args, family, arch):
+    """The grown backbone the arguments describe, and its plain base (no growth, no adapters)."""
+    from mmscalenet.models import ScaleNetSwin, ScaleNetViT
+    adapter = {'parallel': dict(type='ParallelAdapter', bottleneck=args.bottleneck),
+               'lora': dict(type='LoRA', rank=args.rank, alpha=args.alpha), 'none': None}[args.adapter]
+    try:
+        depth = [int(v) for v in args.depth.split(',')]
+        mapping = args.mapping if args.mapping in ('cyclic', 'interleave') else [int(v) for v in args.mapping.split(',')]
+    except ValueError:
+        raise SystemExit(f'error: --depth must be an integer (or comma-separated integers for a Swin) and --mapping '
+                         f'cyclic, interleave or comma-separated integers; got {args.depth!r}, {args.mapping!r}')
+    common = dict(function_preserving=args.function_preserving, img_size=args.img_size)
+    if args.unshared is not None:
+        common['unshared'] = tuple(args.unshared)
+    if family == 'swin':
+        if args.patch_size is not None:
+            raise SystemExit('error: --patch-size is a ViT option (a Swin\'s patch size is part of its arch)')
+        model = ScaleNetSwin(arch, depths=depth, mapping=mapping, adapter=adapter, **common)
+        return model, ScaleNetSwin(arch, adapter=None, img_size=args.img_size, unshared=())
+    if len(depth) != 1:
+        raise SystemExit(f'error: a ViT has one grown depth, got --depth {args.depth}')
+    patch = dict(patch_size=args.patch_size) if args.patch_size else {}
+    model = ScaleNetViT(arch, depth=depth[0], mapping=mapping, adapter=adapter, **common, **patch)
+    return model, ScaleNetViT(arch, adapter=None, img_size=args.img_size, **patch)
+
+
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if swin_requested(argv):
-        return expand_swin(argv)
     args = parse_args(argv)
 
     from mmscalenet.checkpoint import CheckpointError, backbone_state_dict, read_checkpoint, save_scalenet
     from mmscalenet.expansion import count_parameters, format_parameter_table
-    from mmscalenet.models import ScaleNetViT
     from mmscalenet.tools_common import ToolError, check_output_path, write_error
 
-    try:
-        check_output_path(args.dst)
-    except ToolError as err:
-        raise SystemExit(f'error: {err}')
-
-    mapping = args.mapping
-    if mapping not in ('cyclic', 'interleave'):
-        try:
-            mapping = [int(v) for v in mapping.split(',')]
-        except ValueError:
-            raise SystemExit(f'--mapping must be cyclic, interleave or comma-separated integers, got {mapping!r}')
-    adapter = {'parallel': dict(type='ParallelAdapter', bottleneck=args.bottleneck),
-               'lora': dict(type='LoRA', rank=args.rank, alpha=args.alpha), 'none': None}[args.adapter]
-    try:
-        model = ScaleNetViT(args.arch, depth=args.depth, mapping=mapping, adapter=adapter,
-                            function_preserving=args.function_preserving, unshared=tuple(args.unshared),
-                            img_size=args.img_size, patch_size=args.patch_size)
-        state, _ = read_checkpoint(args.src, allow_nonfinite=args.allow_nonfinite,
-                                   verify_checksum=not args.skip_checksum)
-        report = model.load_pretrained(state, allow_nonfinite=args.allow_nonfinite, name=args.src)
-        _, head = backbone_state_dict(state)
-    except (ValueError, TypeError, FileNotFoundError, CheckpointError) as err:
-        raise SystemExit(f'error: {err}')
-    if not report['loaded']:
-        raise SystemExit(f'error: nothing in {args.src} matched the model; is it a ViT checkpoint?')
-
-    print(model.plan.describe())
-    base = ScaleNetViT(args.arch, adapter=None, img_size=args.img_size, patch_size=args.patch_size)
-    base_count = count_parameters(base)['unique']
-    print(f'\nbase model ({model.plan.base_depth} layers, no adapters): {base_count:,} parameters '
-          f'(backbone, without head)')
-    print(format_parameter_table(count_parameters(model), reference=base_count))
-    print(f'\nloaded {len(report["loaded"])} tensors, {len(report["expanded"])} per-position copies, '
-          f'{len(report["new"])} newly initialised, {len(report["ignored"])} ignored')
-    try:
-        save_scalenet(model, args.dst, head=None if args.no_head else head)
-    except OSError as err:
-        raise SystemExit(write_error(args.dst, err))
-    print(f'wrote {args.dst}')
-    return 0
-
-
-# ---- ScaleNetSwin: --backbone swin (or --arch swin-*) --------------------------------------------------------------
-def swin_requested(argv):
-    """``--backbone swin`` or a Swin ``--arch`` on the command line."""
-    for i, a in enumerate(argv):
-        value = a.split('=', 1)[1] if '=' in a else (argv[i + 1] if i + 1 < len(argv) else '')
-        if a.split('=', 1)[0] == '--backbone' and value == 'swin':
-            return True
-        if a.split('=', 1)[0] == '--arch' and value.lower().startswith(('swin', '{')):
-            return True
-    return False
-
-
-def parse_swin_args(argv):
-    p = argparse.ArgumentParser(prog='expand.py --backbone swin',
-                                description='Grow a pretrained Swin checkpoint (timm, Microsoft, mmdet / mmpretrain '
-                                            'layout) stage by stage with ScaleNet; writes the ScaleNet-Swin format.')
-    p.add_argument('src', help='pretrained Swin checkpoint: a .pth/.safetensors path, an http(s) URL or timm:NAME')
-    p.add_argument('dst', help='output checkpoint (.pth or .safetensors); written only if everything succeeds')
-    p.add_argument('--backbone', choices=['swin'], default='swin')
-    p.add_argument('--arch', default='swin-tiny',
-                   help='swin-tiny | swin-small | swin-base, or a JSON dict(embed_dims, depths, num_heads, ...)')
-    p.add_argument('--depths', required=True, help='grown depth of every stage, comma-separated (e.g. 2,2,18,2)')
-    p.add_argument('--mapping', default='cyclic', choices=['cyclic', 'interleave'], help='every stage (default cyclic)')
-    p.add_argument('--adapter', choices=['parallel', 'lora', 'none'], default='parallel')
-    p.add_argument('--bottleneck', type=int, default=8, help='parallel adapter bottleneck (default 8)')
-    p.add_argument('--rank', type=int, default=8, help='LoRA rank (default 8)')
-    p.add_argument('--alpha', type=float, default=16.0, help='LoRA alpha (default 16)')
-    p.add_argument('--function-preserving', action='store_true')
-    p.add_argument('--unshared', nargs='*', default=['rel_pos'], choices=['norm', 'rel_pos'],
-                   help='per-position tensors (default rel_pos: own relative-position bias tables)')
-    p.add_argument('--img-size', type=int, default=224, help='pretraining image size (default 224)')
-    p.add_argument('--no-head', action='store_true', help='do not carry the classifier head over')
-    p.add_argument('--allow-nonfinite', action='store_true')
-    p.add_argument('--skip-checksum', action='store_true')
-    return p.parse_args(argv)
-
-
-def expand_swin(argv):
-    """tools/expand.py for Swin: print the stage plans and parameters, write a ScaleNet-Swin checkpoint."""
-    import json
-
-    args = parse_swin_args(argv)
-    from mmscalenet.checkpoint import CheckpointError, resolve_checkpoint, split_checkpoint
-    from mmscalenet.expansion import count_parameters, format_parameter_table
-    from mmscalenet.models.swin import ScaleNetSwin
-    from mmscalenet.swin_checkpoint import save_swin
-    from mmscalenet.tools_common import ToolError, check_output_path, write_error
     try:
         check_output_path(args.dst)
     except ToolError as err:
         raise SystemExit(f'error: {err}')
     try:
         arch = json.loads(args.arch) if args.arch.startswith('{') else args.arch
-        depths = [int(v) for v in args.depths.split(',')]
     except ValueError as err:
-        raise SystemExit(f'error: --arch must be a Swin name or a JSON dict and --depths comma-separated integers '
-                         f'({err})')
-    adapter = {'parallel': dict(type='ParallelAdapter', bottleneck=args.bottleneck),
-               'lora': dict(type='LoRA', rank=args.rank, alpha=args.alpha), 'none': None}[args.adapter]
+        raise SystemExit(f'error: --arch must be an arch name or a JSON dict ({err})')
+    family = family_of_arch(arch, args.backbone)
     try:
-        model = ScaleNetSwin(arch, depths=depths, mapping=args.mapping, adapter=adapter,
-                             function_preserving=args.function_preserving, unshared=tuple(args.unshared),
-                             img_size=args.img_size)
-        obj = resolve_checkpoint(args.src)
-        report = model.load_pretrained(obj, allow_nonfinite=args.allow_nonfinite,
-                                       verify_checksum=not args.skip_checksum, name=args.src)
-        state = split_checkpoint(obj)[0]
+        model, base = build(args, family, arch)
+        state, _ = read_checkpoint(args.src, allow_nonfinite=args.allow_nonfinite,
+                                   verify_checksum=not args.skip_checksum)
+        report = model.load_pretrained(state, allow_nonfinite=args.allow_nonfinite, name=args.src)
+        _, head = backbone_state_dict(state, family)
     except (ValueError, TypeError, FileNotFoundError, CheckpointError) as err:
         raise SystemExit(f'error: {err}')
-    head = {k[len('head.'):]: v for k, v in state.items() if k.startswith('head.')}
-    for s, plan in enumerate(model.plans):
-        print(f'stage {s}: ' + plan.describe())
-    for s, p, j in model.parity_mismatches():
+    if not report['loaded']:
+        raise SystemExit(f'error: nothing in {args.src} matched the model; is it a {family} checkpoint?')
+
+    stacks = model.growth_stacks()
+    for s, (_, plan, _) in enumerate(stacks):
+        print((f'stage {s}: ' if len(stacks) > 1 else '') + plan.describe())
+    for s, p, j in getattr(model, 'parity_mismatches', list)():
         print(f'note: stage {s} position {p} runs block {j} at the other W-MSA / SW-MSA parity than trained')
-    base = ScaleNetSwin(arch, adapter=None, img_size=args.img_size, unshared=())
     base_count = count_parameters(base)['unique']
-    print(f'\nbase model (depths {tuple(p.base_depth for p in model.plans)}, no adapters): {base_count:,} '
+    bases = [plan.base_depth for _, plan, _ in stacks]
+    print(f'\nbase model ({bases[0] if len(bases) == 1 else tuple(bases)} layers, no adapters): {base_count:,} '
           f'parameters (backbone, without head)')
     print(format_parameter_table(count_parameters(model), reference=base_count))
     print(f'\nloaded {len(report["loaded"])} tensors ({report["layout"]} layout), {len(report["expanded"])} '
           f'per-position copies, {len(report["new"])} newly initialised, {len(report["ignored"])} ignored')
     try:
-        save_swin(model, args.dst, head=None if args.no_head else head)
+        save_scalenet(model, args.dst, head=None if args.no_head else head)
     except OSError as err:
         raise SystemExit(write_error(args.dst, err))
     print(f'wrote {args.dst}')

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Turn an ImageNet-stage run checkpoint (mmengine, ScaleNetClassifier) into a ScaleNet-format backbone file.
+"""Turn an ImageNet-stage run checkpoint (mmengine, ScaleNetClassifier with a ScaleNetViT or ScaleNetSwin backbone)
+into a ScaleNet-format backbone file.
 
 The output holds the backbone's unique tensors, the depth plan and the classifier head; detection configs load it
 with ``backbone.init_cfg=dict(type='Pretrained', checkpoint=DST)``, and the grown COCO configs name
@@ -59,8 +60,10 @@ def find_checkpoint(src: str) -> str:
 
 
 def backbone_kwargs(obj, config_path):
-    """``ScaleNetViT`` arguments of the run's backbone: from --config, else from the checkpoint's ScaleNet metadata."""
-    from mmscalenet.checkpoint import CheckpointError, model_kwargs_from_meta, split_checkpoint
+    """``(backbone class, its arguments)`` of the run's backbone: from --config, else from the checkpoint's ScaleNet
+    metadata (its recorded family: ScaleNetViT or ScaleNetSwin)."""
+    from mmscalenet.checkpoint import FAMILIES, CheckpointError, family_of, model_kwargs_from_meta, split_checkpoint
+    classes = {cls.__name__: cls for cls, _, _ in FAMILIES.values()}
     if config_path:
         from mmengine.config import Config
         if not osp.isfile(config_path):
@@ -70,13 +73,14 @@ def backbone_kwargs(obj, config_path):
             raise SystemExit(f'{config_path}: model.type is {model.get("type")!r}, expected ScaleNetClassifier with '
                              f'a backbone')
         bb = dict(model['backbone'])
-        if bb.pop('type', 'ScaleNetViT') not in ('ScaleNetViT', 'mmdet.ScaleNetViT'):
-            raise SystemExit(f'{config_path}: the backbone is not a ScaleNetViT')
+        kind = str(bb.pop('type', 'ScaleNetViT')).split('.')[-1]
+        if kind not in classes:
+            raise SystemExit(f'{config_path}: the backbone is a {kind}, not one of {sorted(classes)}')
         bb['init_cfg'] = None
-        return bb
+        return classes[kind], bb
     try:
         _, meta = split_checkpoint(obj)
-        return model_kwargs_from_meta(meta)
+        return FAMILIES[family_of(meta) or 'vit'][0], model_kwargs_from_meta(meta)
     except CheckpointError as err:
         raise SystemExit(f'{err}. Pass the run\'s config with --config') from None
 
@@ -86,9 +90,8 @@ def main(argv=None):
     import torch
 
     import mmscalenet  # noqa: F401  (registers mmscalenet)
-    from mmscalenet.checkpoint import CheckpointError, backbone_state_dict, safe_load, save_scalenet
+    from mmscalenet.checkpoint import CheckpointError, backbone_state_dict, safe_load, save_scalenet, timm_head
     from mmscalenet.expansion import count_parameters, format_parameter_table
-    from mmscalenet.models import ScaleNetViT
 
     src = find_checkpoint(args.src)
     try:
@@ -104,25 +107,35 @@ def main(argv=None):
         state = {k[len('module.'):]: v for k, v in obj['ema_state_dict'].items() if k.startswith('module.')}
     if not any(k.startswith('backbone.') for k in state):
         raise SystemExit(f'{src} has no backbone.* tensors: not a ScaleNetClassifier checkpoint')
-    bb_state, head = backbone_state_dict({k: v for k, v in state.items() if isinstance(v, torch.Tensor)})
     try:
-        model = ScaleNetViT(**backbone_kwargs(obj, args.config))
+        cls, kwargs = backbone_kwargs(obj, args.config)
+        model = cls(**kwargs)
     except (TypeError, ValueError) as err:
         raise SystemExit(f'cannot build the backbone of {src}: {err}')
+    bb_state, head = backbone_state_dict({k: v for k, v in state.items() if isinstance(v, torch.Tensor)},
+                                         model.family)
     missing, unexpected = model.load_state_dict(bb_state, strict=False)
     if missing or unexpected:
         raise SystemExit(f'{src} does not match the run config\'s backbone: {len(missing)} missing '
                          f'({", ".join(missing[:4])}), {len(unexpected)} unexpected ({", ".join(unexpected[:4])})')
-    head = {} if args.no_head else {k: v for k, v in head.items() if k in ('weight', 'bias')}
+    head = {} if args.no_head else timm_head(head, model.num_features[-1] if isinstance(model.num_features, tuple)
+                                             else model.num_features)
     dst = args.dst or osp.join(args.src if osp.isdir(args.src) else osp.dirname(osp.abspath(src)), 'backbone.pth')
     os.makedirs(osp.dirname(osp.abspath(dst)), exist_ok=True)
     save_scalenet(model, dst, head=head or None)
-    plan = model.plan
     meta = obj.get('meta') or {}
+    plans = [plan for _, plan, _ in model.growth_stacks()]
     print(f'{src} (epoch {meta.get("epoch", "?")}) -> {dst}')
-    print(f'backbone: base depth {plan.base_depth} -> depth {plan.depth}, sources {list(plan.sources)}; head: '
+    print(f'{type(model).__name__}: base depth {_one(p.base_depth for p in plans)} -> depth '
+          f'{_one(p.depth for p in plans)}, sources {_one(list(p.sources) for p in plans)}; head: '
           f'{tuple(head["weight"].shape) if head else "not included"}')
     print(format_parameter_table(count_parameters(model)))
+
+
+def _one(values):
+    """A ViT's single value, a Swin's per-stage tuple."""
+    values = list(values)
+    return values[0] if len(values) == 1 else tuple(values)
 
 
 if __name__ == '__main__':

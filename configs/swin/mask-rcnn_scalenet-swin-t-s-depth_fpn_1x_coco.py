@@ -3,10 +3,11 @@
 # Swin-T 1x recipe (mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py, next to this file): AdamW lr 1e-4, wd 0.05, no decay on
 # norms and relative-position tables, 12 epochs, batch 16 (8 GPUs x 2).
 # mmdet model zoo, same schedule: Swin-T 1x box AP 42.7 / mask AP 39.3. No run of this config has been made yet.
-# Backbone (shared with the 3x config): _base_/scalenet-swin-t-s-depth_mask-rcnn.py. Weights of the ImageNet stage's
-# grown model (configs/swin/scalenet_swin-t-s-depth_8xb128-100e_in1k.py):
-#   --cfg-options model.backbone.init_cfg.checkpoint=work_dirs/<run>/best_*.pth
-# The default starts from Microsoft's Swin-T file (the one mmdet's Swin-T config loads), grown at load time.
+# Backbone (shared with the 3x config): _base_/scalenet-swin-t-s-depth_mask-rcnn.py. It continues from the ImageNet
+# stage (configs/swin/scalenet_swin-t-s-depth_8xb128-100e_in1k.py, then tools/extract_backbone.py on its work dir):
+# work_dirs/scalenet_swin-t-s-depth_8xb128-100e_in1k/backbone.pth. From Microsoft's Swin-T file (the one mmdet's
+# Swin-T config loads) grown at load time instead (logged as a warning):
+#   --cfg-options model.backbone.init_cfg.checkpoint=https://github.com/SwinTransformer/storage/releases/download/v1.0.0/swin_tiny_patch4_window7_224.pth
 _base_ = ['mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py', './_base_/scalenet-swin-t-s-depth_mask-rcnn.py']
 default_scope = 'mmdet'
 custom_imports = dict(imports=['mmscalenet'], allow_failed_imports=False)

@@ -1,15 +1,15 @@
-"""Foreign key layouts: timm / DeiT / MAE / mmpretrain / ``backbone.``-prefixed detector and classifier state dicts
-to the backbone's timm names, position-embedding and rel-pos resizing, and shape checks against a model.
+"""The ViT's foreign key layouts: timm / DeiT / MAE / mmpretrain / ``backbone.``-prefixed detector and classifier
+state dicts to the backbone's timm names, position-embedding resizing; unwrapping any checkpoint, and shape checks
+against a model (both families).
 
 Pure torch; knows nothing of depth plans (``load.py``) or of the ScaleNet file (``format.py``).
 """
 from __future__ import annotations
 
 import re
-from typing import Any, Dict, List, Mapping, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from timm.layers import resample_abs_pos_embed
 
 from .io import FORMAT_VERSION, META_KEY, CheckpointError
@@ -57,12 +57,20 @@ def split_checkpoint(obj: Any) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]
     return {re.sub(r'^module\.', '', k): v for k, v in tensors.items()}, meta
 
 
-def backbone_state_dict(state: Mapping[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
+def backbone_state_dict(state: Mapping[str, torch.Tensor], family: Optional[str] = 'vit'
+                        ) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
     """Split into (backbone tensors with timm / ScaleNet names, classifier-head tensors ``head.*``).
 
     Accepts bare timm / DeiT / MAE dicts, mmpretrain ``backbone.layers.*`` dicts, and ``backbone.``-prefixed
-    classifier or detector checkpoints.
+    classifier or detector checkpoints. ``family='swin'`` (or ``None``: ``'vit'``): the backbone prefix and every
+    ``head.*`` tensor are split off, nothing renamed (the Swin's layouts are ``convert_swin.py``'s).
     """
+    if family == 'swin':
+        backbone = any(k.startswith('backbone.') for k in state)
+        head = {k[len('head.'):]: v for k, v in state.items() if k.startswith('head.')}
+        body = {k[len('backbone.'):]: v for k, v in state.items() if k.startswith('backbone.')} if backbone else \
+            {k: v for k, v in state.items() if not k.startswith('head.')}
+        return body, head
     if any(k.startswith('backbone.') for k in state):
         head = {k[len('head.'):]: v for k, v in state.items() if k.startswith('head.')}
         head.update({k[len('head.layers.head.'):]: v for k, v in state.items() if k.startswith('head.layers.head.')})
@@ -91,12 +99,6 @@ def resize_pos_embed(pos_embed: torch.Tensor, grid: Tuple[int, int], num_prefix:
         return pos_embed
     return resample_abs_pos_embed(pos_embed, list(grid), [side, side], num_prefix_tokens=num_prefix,
                                   antialias=False)   # bicubic, as the model resizes at run time
-
-
-def _resize_rel_pos(table: torch.Tensor, rows: int) -> torch.Tensor:
-    """Linearly resize a (2S-1, head_dim) relative-position table to ``rows`` rows (detectron2 style)."""
-    return F.interpolate(table.t().unsqueeze(0).float(), size=rows, mode='linear',
-                         align_corners=False)[0].t().to(table.dtype).contiguous()
 
 
 def check_tensors_fit(expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor],

@@ -24,6 +24,7 @@ from typing import Any, Dict, List, Mapping
 import torch
 
 from .io import CheckpointError
+from .meta import saved_backbone
 
 DIGEST_KEY = 'meta_sha256'
 _DIGEST_FIELDS = ('sha256', DIGEST_KEY)
@@ -63,25 +64,23 @@ def _compare(expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.Ten
                                   f'describes ({described}) has {tuple(own.shape)}; refused before allocating')
 
 
-def _described(meta: Mapping[str, Any]) -> str:
-    adapter = meta.get('adapter')
+def _described(model) -> str:
+    adapter = getattr(model, 'adapter_cfg', None)
     kind = adapter.get('type') if isinstance(adapter, Mapping) else None
-    return f'{len(meta.get("sources", []))} positions, adapter={kind}'
+    positions = sum(plan.depth for plan in getattr(model, 'plans', None) or [model.plan])
+    return f'{type(model).__name__}, {positions} positions, adapter={kind}'
 
 
 def crosscheck_meta(meta: Mapping[str, Any], state: Mapping[str, torch.Tensor], name: str = '<checkpoint>') -> None:
-    """Refuse ScaleNet metadata (with an ``arch``) whose model does not have exactly the tensors of ``state``
-    (backbone tensors, timm names), or whose stored ``meta_sha256`` does not match it."""
+    """Refuse ScaleNet metadata describing a whole model (either family) whose model does not have exactly the
+    tensors of ``state`` (backbone tensors, timm names), or whose stored ``meta_sha256`` does not match it."""
     verify_meta_digest(meta, name)
-    if not isinstance(meta, Mapping) or 'arch' not in meta:
+    if not isinstance(meta, Mapping):
         return
-    from .format import build_from_meta
-    try:
-        with torch.device('meta'):
-            expected = build_from_meta(meta).state_dict()
-    except (TypeError, ValueError, KeyError) as err:
-        raise CheckpointError(f'{name}: its ScaleNet metadata does not describe a valid model: {err}') from None
-    _compare(expected, state, name, _described(meta))
+    model = saved_backbone(meta, name)   # on the meta device: no memory
+    if model is None:
+        return
+    _compare(model.state_dict(), state, name, _described(model))
 
 
 def fit_before_build(kwargs: Mapping[str, Any], state: Mapping[str, torch.Tensor], name: str = '<checkpoint>'):

@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Sequence, U
 
 import torch
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2   # 2: one record for both families (meta.py); 1 still reads
 META_KEY = 'scalenet'
 # Objects that official DeiT / MAE checkpoints carry besides tensors; plain data, safe to allow.
 _SAFE_EXTRA_GLOBALS = [argparse.Namespace]
@@ -67,9 +67,9 @@ def allowed_globals(items: Sequence[Any]) -> Iterator[None]:
 @functools.lru_cache(maxsize=None)
 def _default_safe_globals() -> tuple:
     """What every load here allows: DeiT's ``Namespace`` and, where mmengine is installed, the plain data types
-    mmengine writes into its checkpoints (:func:`~.mmengine_io.mmengine_safe_globals`)."""
+    mmengine writes into its checkpoints (:func:`~.safe_globals.mmengine_safe_globals`)."""
     try:
-        from .mmengine_io import mmengine_safe_globals
+        from .safe_globals import mmengine_safe_globals
         return tuple(_SAFE_EXTRA_GLOBALS) + tuple(mmengine_safe_globals())
     except ImportError:   # torch-only installation
         return tuple(_SAFE_EXTRA_GLOBALS)

@@ -75,12 +75,11 @@ class ScaleNetCheckpointMetaHook(Hook):
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         from ..models.swin import ScaleNetSwin
         from ..models.vit import ScaleNetViT
-        from ..swin_checkpoint import swin_scalenet_meta
         model = runner.model.module if hasattr(runner.model, 'module') else runner.model
         for prefix, module in model.named_modules():
             if isinstance(module, (ScaleNetViT, ScaleNetSwin)):
                 meta = checkpoint.setdefault('meta', {})
-                meta[META_KEY] = swin_scalenet_meta(module) if isinstance(module, ScaleNetSwin) else scalenet_meta(module)
+                meta[META_KEY] = scalenet_meta(module)
                 meta[f'{META_KEY}_prefix'] = f'{prefix}.' if prefix else ''
                 return
 

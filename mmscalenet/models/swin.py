@@ -181,6 +181,15 @@ class SwinPosition(Position):
         self.relative_position_bias_table = (nn.Parameter(torch.zeros(table_rows, num_heads)) if table_rows
                                              else None)
 
+    @torch.no_grad()
+    def export_state(self, block: SwinSharedBlock) -> Dict[str, torch.Tensor]:
+        """As :meth:`Position.export_state`, plus this position's bias table (its own, or its block's)."""
+        out = super().export_state(block)
+        table = self.relative_position_bias_table
+        table = table if table is not None else block.attn.relative_position_bias_table
+        out['attn.relative_position_bias_table'] = table.clone()
+        return out
+
     def extra_repr(self) -> str:
         return (f'index={self.index}, source={self.source}, {"SW-MSA" if self.shifted else "W-MSA"}, '
                 f'drop_path={self.drop_path:.3f}')
@@ -406,6 +415,11 @@ class ScaleNetSwin(nn.Module):
                              f'{self.init_cfg!r}')
         self.load_pretrained(self.init_cfg['checkpoint'], bool(self.init_cfg.get('allow_other_plan', False)))
 
+    #: ``load_pretrained``'s implementation, as for ``ScaleNetViT`` (set by ``mmscalenet/__init__.py``)
+    pretrained_loader: Any = None
+    #: the backbone family recorded in checkpoint metadata
+    family = 'swin'
+
     def load_pretrained(self, checkpoint: Union[str, Mapping[str, torch.Tensor]], allow_other_plan: bool = False,
                         **kwargs: Any) -> Dict[str, Any]:
         """Load a timm / Microsoft / mmdet / mmpretrain / ScaleNet Swin checkpoint; returns the load report.
@@ -414,8 +428,11 @@ class ScaleNetSwin(nn.Module):
         per-position parameters follow their base blocks, stage by stage); ``init_cfg=dict(...,
         allow_other_plan=True)`` sets it. ``kwargs``: ``allow_nonfinite``, ``verify_checksum``, ``name``.
         """
-        from ..swin_checkpoint import load_into_swin
-        return load_into_swin(self, checkpoint, allow_other_plan, **kwargs)
+        return type(self).pretrained_loader(self, checkpoint, allow_other_plan, **kwargs)
+
+    def growth_stacks(self) -> List[Tuple[str, DepthPlan, nn.Module]]:
+        """The grown stacks as (key prefix, depth plan, module with ``blocks`` / ``positions``): one per stage."""
+        return [(f'layers.{s}.', plan, stage) for s, (plan, stage) in enumerate(zip(self.plans, self.layers))]
 
     # ---- the shared config() / from_config() interface ---------------------------------------------------------
     def config(self) -> Dict[str, Any]:

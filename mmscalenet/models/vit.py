@@ -407,8 +407,11 @@ class ScaleNetViT(nn.Module):
             raise ValueError('init_cfg=dict(type="Pretrained") needs a checkpoint path, URL or "timm:NAME"')
         self.load_pretrained(self.init_cfg['checkpoint'], bool(self.init_cfg.get('allow_other_plan', False)))
 
-    #: ``load_pretrained``'s implementation, ``mmscalenet.checkpoint.load_into_backbone`` (set by that package)
+    #: ``load_pretrained``'s implementation: ``mmscalenet.checkpoint.load_backbone``, handed to both backbone families
+    #: by the package's composition root (``mmscalenet/__init__.py``), so this file never imports the checkpoint code
     pretrained_loader: Any = None
+    #: the backbone family recorded in checkpoint metadata (``mmscalenet.checkpoint.scalenet_meta``)
+    family = 'vit'
 
     def load_pretrained(self, checkpoint: Union[str, Mapping[str, torch.Tensor]], allow_other_plan: bool = False,
                         **kwargs: Any) -> Dict[str, Any]:
@@ -416,15 +419,13 @@ class ScaleNetViT(nn.Module):
 
         A ScaleNet checkpoint saved with another depth plan is refused unless ``allow_other_plan`` (then its
         per-position parameters follow their base layers); ``init_cfg=dict(..., allow_other_plan=True)`` sets it.
-        ``kwargs``: ``allow_nonfinite``, ``verify_checksum``, ``name`` of ``load_into_backbone``. The loading is
-        ``mmscalenet.checkpoint.load_into_backbone``, which that package sets as :attr:`pretrained_loader` when
-        imported (``import mmscalenet`` does), so this pure-torch model file does not import the checkpoint code.
+        ``kwargs``: ``allow_nonfinite``, ``verify_checksum``, ``name`` of ``mmscalenet.checkpoint.load_backbone``.
         """
-        loader = type(self).pretrained_loader
-        if loader is None:
-            raise RuntimeError('ScaleNetViT.load_pretrained needs the checkpoint code: import mmscalenet.checkpoint '
-                               '(or mmscalenet) first')
-        return loader(self, checkpoint, allow_other_plan, **kwargs)
+        return type(self).pretrained_loader(self, checkpoint, allow_other_plan, **kwargs)
+
+    def growth_stacks(self) -> List[Tuple[str, DepthPlan, nn.Module]]:
+        """The grown stacks as (key prefix, depth plan, module with ``blocks`` / ``positions``): the trunk is one."""
+        return [('', self.plan, self)]
 
     def set_fused(self, fused: bool) -> 'ScaleNetViT':
         """Switch between the fused (fast, default) and the plain reference implementation of the adapters."""

@@ -10,7 +10,14 @@ They were made by mmscalenet at commit d522bc7 (before ``mmscalenet/checkpoint.p
   numpy scalars);
 * ``scalenet_v1_reference.pt``: the input and the backbone's output (class token) when the fixtures were made.
 
-    python tests/data/make_fixtures.py
+Swin fixtures (``swin_v1_*``), written by mmscalenet at commit 11b7b1d (``mmscalenet/swin_checkpoint.py``, before
+the two backbone families shared one checkpoint format): a tiny Swin (2 stages, base depths 2, 2) grown to (2, 4)
+with parallel adapters and gates, every tensor random; ``swin_v1_tiny.pth`` / ``.safetensors`` (``save_swin`` with a
+3-class head), ``swin_v1_runner.pth`` (``backbone.`` keys + ``meta.scalenet`` from ``swin_scalenet_meta``) and
+``swin_v1_reference.pt`` (input, pooled output).
+
+    python tests/data/make_fixtures.py          # ViT files (do not rerun: they are the d522bc7 files)
+    python tests/data/make_fixtures.py swin     # Swin files
 """
 import os
 import sys
@@ -58,5 +65,36 @@ def main() -> None:
                 'arch': ARCH, 'commit': 'd522bc7'}, os.path.join(HERE, 'scalenet_v1_reference.pt'))
 
 
+SWIN_ARCH = dict(embed_dims=16, depths=(2, 2), num_heads=(1, 2), window_size=4)
+SWIN_KWARGS = dict(depths=(2, 4), mapping='cyclic', adapter=dict(type='ParallelAdapter', bottleneck=4),
+                   function_preserving=True, img_size=32, out_type='pooled')
+
+
+def swin() -> None:
+    from mmscalenet.models.swin import ScaleNetSwin
+    from mmscalenet.swin_checkpoint import save_swin, swin_scalenet_meta
+
+    torch.manual_seed(0)
+    model = ScaleNetSwin(SWIN_ARCH, **SWIN_KWARGS)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+    model.eval()
+    head = {'weight': torch.randn(3, 32, generator=g), 'bias': torch.randn(3, generator=g)}
+    x = torch.randn(1, 3, 32, 32, generator=g)
+    with torch.no_grad():
+        out = model(x)[0]
+    save_swin(model, os.path.join(HERE, 'swin_v1_tiny.pth'), head=head)
+    save_swin(model, os.path.join(HERE, 'swin_v1_tiny.safetensors'), head=head)
+    state = {f'backbone.{k}': v.clone() for k, v in model.state_dict().items()}
+    state.update({f'head.fc.{k}': v.clone() for k, v in head.items()})
+    runner = {'meta': {'epoch': 1, 'iter': 4, 'scalenet': swin_scalenet_meta(model), 'scalenet_prefix': 'backbone.'},
+              'state_dict': state}
+    torch.save(runner, os.path.join(HERE, 'swin_v1_runner.pth'))
+    torch.save({'input': x, 'output': out, 'kwargs': {k: v for k, v in SWIN_KWARGS.items()}, 'arch': SWIN_ARCH,
+                'commit': '11b7b1d'}, os.path.join(HERE, 'swin_v1_reference.pt'))
+
+
 if __name__ == '__main__':
-    main()
+    swin() if sys.argv[1:] == ['swin'] else main()
