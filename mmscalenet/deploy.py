@@ -65,6 +65,7 @@ def _input_size(model: nn.Module, img_size: Optional[Union[int, Sequence[int]]])
     if isinstance(img_size, int):
         img_size = (img_size, img_size)
     size = tuple(int(s) for s in img_size)
+    size = size * 2 if len(size) == 1 else size
     if len(size) != 2 or min(size) < 1:
         raise DeployError(f'img_size must be one positive int or (H, W), got {img_size!r}')
     return (channels, *size)

@@ -11,6 +11,12 @@ the adapter's projections) and are refused: export them with --format scalenet.
 --format scalenet writes the unique tensors + the depth plan + the adapters (each shared tensor once): compact,
 safetensors-compatible, loaded with mmscalenet (mmscalenet.checkpoint.load_scalenet or init_cfg=Pretrained).
 
+--format onnx / --format exported (DST *.pt2) write the model as an ONNX file / a torch.export program with its
+classifier head when SRC has one (--no-head: the backbone's outputs, every feature map of a detection backbone):
+shared tensors stored once, dynamic batch, H and W fixed to the model's img_size or --img-size (dynamic H/W is
+refused: the file would be bound to the example size). The file is run in onnxruntime (torch.export.load) at two
+batch sizes and compared with PyTorch before it is kept (--atol). See mmscalenet/deploy.py.
+
 Both backbone families go through the same path; SRC's metadata (its recorded family) or --config's
 model.backbone.type says which. A ScaleNetSwin exports to timm's SwinTransformer (depths = the grown depths; the
 last stage's output norm becomes timm's norm, the other stages' output norms are not part of timm's model).
@@ -23,6 +29,7 @@ is written only if everything succeeded.
 Examples:
     python tools/export.py work_dirs/lora_run/epoch_100.pth deit-s-24l-timm.pth
     python tools/export.py grown.pth grown.safetensors --format scalenet
+    python tools/export.py work_dirs/run/epoch_100.pth model.onnx --format onnx --img-size 224
     python -c "import timm, torch; m = timm.models.vision_transformer.VisionTransformer(depth=24, embed_dim=384, \\
         num_heads=6, num_classes=1000); m.load_state_dict(torch.load('deit-s-24l-timm.pth'))"
 """
@@ -39,9 +46,14 @@ def parse_args(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split('\n\n', 1)[1])
     p.add_argument('src', help='ScaleNet-format or tools/train.py checkpoint (.pth / .safetensors)')
-    p.add_argument('dst', help='output file (.pth or .safetensors)')
-    p.add_argument('--format', choices=['timm', 'scalenet'], default='timm',
-                   help='timm: plain untied VisionTransformer state dict (default); scalenet: shared format')
+    p.add_argument('dst', help='output file (.pth or .safetensors; .onnx / .pt2 for those formats)')
+    p.add_argument('--format', choices=['timm', 'scalenet', 'onnx', 'exported'], default='timm',
+                   help='timm: plain untied VisionTransformer state dict (default); scalenet: shared format; onnx: '
+                        'an ONNX file; exported: a torch.export program (.pt2)')
+    p.add_argument('--img-size', type=int, nargs='+', default=None, metavar='H [W]',
+                   help='onnx / exported: the input size fixed in the file (default: the model\'s img_size)')
+    p.add_argument('--dynamic-hw', action='store_true',
+                   help='onnx / exported: ask for dynamic height and width (refused with the reason: not supported)')
     p.add_argument('--config', help='build the backbone from this config\'s model.backbone (for checkpoints '
                                     'without ScaleNet metadata)')
     p.add_argument('--no-head', action='store_true', help='leave the classifier head out')
@@ -150,6 +162,8 @@ def export(args):
     head = {} if args.no_head else timm_head(head, _features(model))
     stacks = model.growth_stacks()
     bases, depths = [p.base_depth for _, p, _ in stacks], [p.depth for _, p, _ in stacks]
+    if args.format in ('onnx', 'exported'):
+        return _deploy(args, model, head)
     if args.format == 'scalenet':
         if not args.allow_nonfinite:
             check_finite(dict(model.state_dict(), **{f'head.{k}': v for k, v in head.items()}), args.dst)
@@ -167,6 +181,25 @@ def export(args):
           f'{sum(v.numel() for v in state.values()) / 1e6:.2f} M parameters (untied)')
     print(f'load with: {timm_name}(**' + json.dumps({k: list(v) if isinstance(v, tuple) else v
                                                      for k, v in kwargs.items()}) + ').load_state_dict(...)')
+    return 0
+
+
+def _deploy(args, model, head):
+    """--format onnx / exported: mmscalenet.deploy.export_model (checked against PyTorch before it is kept)."""
+    from mmscalenet.deploy import DeployError, WithHead, export_model
+    if args.img_size is not None and len(args.img_size) not in (1, 2):
+        raise ValueError(f'--img-size takes H or H W, got {args.img_size}')
+    try:
+        report = export_model(WithHead(model, head or None), args.dst, args.format, img_size=args.img_size,
+                              dynamic_hw=args.dynamic_hw, atol=args.atol)
+    except DeployError as err:
+        raise ValueError(str(err)) from None
+    worst = max(report['max_abs_diff'].values())
+    print(f'wrote {args.dst}: {args.format}, input (batch, {", ".join(map(str, report["input_size"]))}) with a '
+          f'dynamic batch, {report["outputs"]} output(s){" (logits)" if head else ""}, '
+          f'{report["bytes"] / 1e6:.1f} MB ({report["unique_parameter_bytes"] / 1e6:.1f} MB of unique parameters)')
+    print(f'check: {"onnxruntime" if args.format == "onnx" else "torch.export.load"} output == PyTorch output at '
+          f'batch {sorted(report["max_abs_diff"])} (max abs diff {worst:.2e})')
     return 0
 
 
