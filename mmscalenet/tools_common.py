@@ -24,6 +24,9 @@ class ToolError(Exception):
     """A user error found by a tool (bad path, bad key, bad value): printed without a traceback."""
 
 
+from .workdir import LOCK_NAME, WorkDirGuard, WorkDirLock  # noqa: E402  (re-exported: the tools import them here)
+
+
 def load_config(path: str, cfg_options: Optional[Mapping[str, Any]] = None):
     """``Config.fromfile`` + ``--cfg-options``, with errors that name the file or key."""
     if not osp.isfile(path):
@@ -264,6 +267,15 @@ def latest_checkpoint(work_dir: str) -> Optional[str]:
     return osp.join(work_dir, max(found)[2]) if found else None
 
 
+def checkpoint_leftovers(work_dir: str) -> List[str]:
+    """Names in ``work_dir`` that show a run saved (or began saving) there: ``last_checkpoint``, ``*.pth``,
+    ``*.safetensors``, unfinished ``.tmp-*`` files. ``--resume`` refuses to start from zero over them."""
+    if not osp.isdir(work_dir):
+        return []
+    return sorted(n for n in os.listdir(work_dir) if n == 'last_checkpoint' or n.endswith(('.pth', '.safetensors'))
+                  or (n.startswith('.tmp-') and '.pth' in n))
+
+
 def check_checkpoint_file(path: str, what: str = 'checkpoint') -> None:
     if not osp.exists(path):
         raise ToolError(f'{what} file not found: {path}')
@@ -281,33 +293,15 @@ def user_error_types() -> tuple:
 
 
 def format_error(err: BaseException) -> str:
+    """``error: MESSAGE`` on one line. An error re-raised by a DataLoader worker ("Caught X in DataLoader worker
+    process N. Original Traceback ...") is reduced to the original message (its last line, without the type)."""
     text = str(err)
     if isinstance(err, KeyError) and len(err.args) == 1 and isinstance(err.args[0], str):
         text = err.args[0]   # KeyError's str() adds quotes around the message
+    if 'Original Traceback' in text:
+        last = [line for line in text.strip().splitlines() if line.strip()][-1].strip()
+        text = re.sub(r'^[\w.]+(Error|Exception): ', '', last)
     return f'error: {text}'
-
-
-class WorkDirGuard:
-    """Remembers what a work dir held before a run, so a run that fails before training can undo what it added
-    (its log folder and config copy), leaving nothing that looks like a finished run."""
-
-    def __init__(self, work_dir: str):
-        self.work_dir = work_dir
-        self.created = not osp.exists(work_dir)
-        self.before = set(os.listdir(work_dir)) if not self.created and osp.isdir(work_dir) else set()
-
-    def undo(self) -> None:
-        if os.environ.get('RANK', '0') != '0' or not osp.isdir(self.work_dir):
-            return
-        if self.created:
-            shutil.rmtree(self.work_dir, ignore_errors=True)
-            return
-        for name in set(os.listdir(self.work_dir)) - self.before:
-            path = osp.join(self.work_dir, name)
-            if osp.isdir(path) and re.fullmatch(r'\d{8}_\d{6}', name):
-                shutil.rmtree(path, ignore_errors=True)
-            elif osp.isfile(path) and name.endswith('.py'):
-                os.unlink(path)
 
 
 def prepare_or_report(config_path: str, prepare: Callable[[], Any]) -> Any:
@@ -348,83 +342,6 @@ def check_output_path(path: str) -> None:
 def write_error(path: str, err: OSError) -> str:
     """One line for an ``OSError`` raised while writing ``path`` (disk full, file too large, ...)."""
     return f'error: writing {path} failed ({err.strerror or err}); nothing was written'
-
-
-LOCK_NAME = '.mmscalenet.lock'
-
-
-class WorkDirLock:
-    """One training run per work dir: an exclusive ``flock`` on ``WORK_DIR/.mmscalenet.lock``, which also records
-    the holder (pid, host, start time) for the message a second run prints.
-
-    The operating system drops the lock when its process ends, however it ends (error, kill, crash), so a lock
-    file left by a dead run is simply taken over, with a log line naming that run. ``release()`` removes the file.
-    """
-
-    def __init__(self, work_dir: str):
-        self.work_dir = work_dir
-        self.path = osp.join(work_dir, LOCK_NAME)
-        self._fd: Optional[int] = None
-
-    @staticmethod
-    def describe(info: Mapping[str, Any]) -> str:
-        return (f'pid {info.get("pid", "?")} on host {info.get("host", "?")}, started {info.get("start", "?")}'
-                f'{": " + info["command"] if info.get("command") else ""}')
-
-    def _read(self, fd: int) -> dict:
-        import json
-        try:
-            os.lseek(fd, 0, os.SEEK_SET)
-            info = json.loads(os.read(fd, 65536).decode() or '{}')
-            return info if isinstance(info, dict) else {}
-        except (OSError, ValueError):
-            return {}
-
-    def acquire(self, log: Callable[[str], None] = lambda line: print(line, file=sys.stderr)) -> None:
-        """Take the lock or raise :class:`ToolError` naming the run that holds it."""
-        import fcntl
-        import json
-        import socket
-        import time
-        os.makedirs(self.work_dir, exist_ok=True)
-        while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                holder = self._read(fd)
-                os.close(fd)
-                raise ToolError(f'work dir {self.work_dir} is in use by another run ({self.describe(holder)}); '
-                                f'wait for it to finish, stop it, or choose another --work-dir') from None
-            try:   # the file may have been removed by its previous holder between open and flock: retry
-                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:
-                break
-            os.close(fd)
-        previous = self._read(fd)
-        if previous.get('pid'):
-            log(f'work dir {self.work_dir}: taking over the lock left by a run that is no longer running '
-                f'({self.describe(previous)})')
-        info = dict(pid=os.getpid(), host=socket.gethostname(), start=time.strftime('%Y-%m-%d %H:%M:%S %z'),
-                    command=' '.join(sys.argv)[:300])
-        os.ftruncate(fd, 0)
-        os.lseek(fd, 0, os.SEEK_SET)
-        os.write(fd, json.dumps(info).encode())
-        os.fsync(fd)
-        self._fd = fd
-
-    def release(self) -> None:
-        """Remove the lock file and drop the lock (idempotent; the work dir may already be gone)."""
-        if self._fd is None:
-            return
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
-        os.close(self._fd)
-        self._fd = None
 
 
 def _pretrained_files(node: Any, where: str) -> List[tuple]:

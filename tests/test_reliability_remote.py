@@ -166,3 +166,24 @@ def test_det_inferencer_without_a_config_refuses_the_checkpoint_config(tmp_path)
         with pytest.raises(CheckpointError, match='refused to execute the config text'):
             DetInferencer(model=None, weights=str(ckpt), device='cpu')
     assert not marker.exists()
+
+
+def test_resume_never_executes_meta_config(tmp_path, mmdet_scope):
+    """mmengine's ``Runner.resume`` parses ``meta.config`` (mmcv-era key) with ``Config.fromstring``: before this
+    change ``tools/train.py --resume`` ran the Python in it. Inside the context it is refused."""
+    from mmengine.config import Config
+    from mmengine.runner import Runner
+    from mmscalenet.checkpoint import CheckpointError, safe_mmengine_io
+    marker = tmp_path / 'marker'
+    ckpt = tmp_path / 'epoch_1.pth'
+    torch.save({'state_dict': {}, 'meta': {'epoch': 1, 'iter': 2,
+                                           'config': f'open({str(marker)!r}, "w").write("ran")\ngpu_ids = [0]\n'}},
+               ckpt)
+    cfg = Config.fromfile(CONFIG)
+    cfg.merge_from_dict({'work_dir': str(tmp_path / 'w'), 'load_from': str(ckpt), 'resume': True,
+                         'custom_hooks': []})
+    with safe_mmengine_io():
+        runner = Runner.from_cfg(cfg)
+        with pytest.raises(CheckpointError, match='refused to execute the config text'):
+            runner.train()
+    assert not marker.exists()

@@ -20,7 +20,8 @@ DEMO_OPTIONS = ['model.init_cfg=None', 'train_dataloader.batch_size=8',
 
 
 def _env(**extra):
-    return dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1', **extra)
+    path = os.pathsep.join(filter(None, [ROOT, os.environ.get('PYTHONPATH')]))   # ROOT first, the caller's kept
+    return dict(os.environ, PYTHONPATH=path, OMP_NUM_THREADS='1', **extra)
 
 
 def _train(config, work_dir, *extra, options=(), **env):

@@ -13,7 +13,8 @@ OPTIONS = ['--cfg-options', 'train_cfg.max_epochs=3', 'param_scheduler.1.end=3']
 
 
 def _train(work_dir, *extra, **env):
-    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1', **env)
+    path = os.pathsep.join(filter(None, [ROOT, os.environ.get('PYTHONPATH')]))
+    env = dict(os.environ, PYTHONPATH=path, OMP_NUM_THREADS='1', **env)
     return subprocess.run([sys.executable, f'{ROOT}/tools/train.py', CONFIG, '--work-dir', str(work_dir), *extra,
                            *OPTIONS], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
 
@@ -73,3 +74,32 @@ def test_resume_survives_a_broken_last_checkpoint_pointer(tmp_path):
     (tmp_path / 'iter_30.pth').write_bytes(b'x')               # iteration-based runs: the highest count wins
     assert latest_checkpoint(str(tmp_path)) == str(tmp_path / 'iter_30.pth')
     assert latest_checkpoint(str(tmp_path / 'nothing')) is None
+
+
+def test_kill_during_a_save_with_max_keep_1_keeps_the_previous_checkpoint(tmp_path):
+    """mmengine removes the oldest checkpoint before writing the new one; with ``max_keep_ckpts=1`` a kill during
+    the second save left no checkpoint at all. Now the new file is written first."""
+    killed = _train(tmp_path, '--cfg-options', 'default_hooks.checkpoint.max_keep_ckpts=1', REL_KILL_IN_SAVE='2')
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert (tmp_path / 'last_checkpoint').read_text().strip().endswith('epoch_1.pth')
+    assert 'head.bias' in _weights(tmp_path / 'epoch_1.pth')                # complete and loadable
+    done = _train(tmp_path, '--resume', '--cfg-options', 'default_hooks.checkpoint.max_keep_ckpts=1')
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert 'resumed epoch: 1' in done.stdout + done.stderr
+    assert sorted(p.name for p in tmp_path.glob('*.pth')) == ['epoch_3.pth']     # the old ones go afterwards
+
+
+def test_resume_over_checkpoint_files_without_a_usable_one_refuses(tmp_path):
+    """Only an unfinished temporary file and a pointer to a deleted checkpoint: --resume stops in one line instead
+    of training from scratch, and creates nothing."""
+    (tmp_path / '.tmp-epoch_2.pth.abc.part').write_bytes(b'half')
+    (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'epoch_1.pth'))
+    before = sorted(p.name for p in tmp_path.iterdir())
+    proc = _train(tmp_path, '--resume')
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and 'no complete checkpoint' in lines[0] and 'last_checkpoint' in lines[0], proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    empty = tmp_path / 'fresh'
+    empty.mkdir()
+    assert 'training from scratch' in _train(empty, '--resume').stderr

@@ -28,7 +28,8 @@ eval_main = _tool('test').main
 
 
 def _run(tool, *args, **env):
-    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1', **env)
+    path = os.pathsep.join(filter(None, [ROOT, os.environ.get('PYTHONPATH')]))   # ROOT first, the caller's kept
+    env = dict(os.environ, PYTHONPATH=path, OMP_NUM_THREADS='1', **env)
     return subprocess.run([sys.executable, f'{ROOT}/tools/{tool}.py', *map(str, args)], capture_output=True,
                           text=True, env=env, cwd=ROOT, timeout=300)
 

@@ -41,6 +41,7 @@ def parse_args(argv=None):
     p.add_argument('--topk', type=int, default=5, help='classification: number of classes reported per image')
     p.add_argument('--show-dir', help='classification: folder for the images drawn with their top-k classes')
     p.add_argument('--device', default='cpu', help='device, e.g. cpu or cuda:0')
+    p.add_argument('--force', action='store_true', help='overwrite an existing --out file')
     p.add_argument('--cfg-options', nargs='+', action='extend', default=[], metavar='KEY=VALUE',
                    help='override config keys, as for tools/train.py and tools/test.py (the model must be the one '
                         'the checkpoint was trained as)')
@@ -127,6 +128,22 @@ def check_args(args):
     return _check_device(args.device)
 
 
+def check_outputs(args):
+    """--out and --show-dir writable (and --out new unless --force) before the model is built."""
+    from mmscalenet.run_checks import check_output_dir
+    from mmscalenet.tools_common import ToolError, check_output_path
+    try:
+        if args.out:
+            check_output_path(args.out)
+            if osp.exists(args.out) and not args.force:
+                return f'--out {args.out} exists; pass --force to overwrite it'
+        if getattr(args, 'show_dir', None):
+            check_output_dir(args.show_dir, '--show-dir')
+    except ToolError as err:
+        return str(err)
+    return None
+
+
 def _check_device(device):
     if device.startswith('cuda'):
         import torch
@@ -168,7 +185,7 @@ def main(argv=None):
     except Exception as err:  # noqa: BLE001  (any config error: one line)
         print(f'error: cannot load the config {args.config}: {err}', file=sys.stderr)
         return 1
-    error = check_args(args)
+    error = check_args(args) or check_outputs(args)
     if error:
         print(f'error: {error}', file=sys.stderr)
         return 1

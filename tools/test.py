@@ -29,6 +29,7 @@ def parse_args(argv=None):
                                       'classifiers: each image with its top-5 classes; segmentors: image and '
                                       'predicted mask overlaid, side by side')
     p.add_argument('--wait-time', type=float, default=2, help='the interval of show (s)')
+    p.add_argument('--force', action='store_true', help='overwrite an existing --out file')
     p.add_argument('--cfg-options', nargs='+', action='extend', default=[], metavar='KEY=VALUE',
                    help='override config keys')
     p.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none', help='job launcher')
@@ -44,6 +45,7 @@ def prepare(args):
     if args.out is not None and not args.out.endswith(('.pkl', '.pickle')):
         raise ToolError(f'--out must be a .pkl file, got {args.out}')
     cfg = load_config(args.config, args.cfg_options)
+    _check_outputs(args, cfg)
     missing = [k for k in ('test_dataloader', 'test_evaluator', 'test_cfg') if not cfg.get(k, None)]
     if missing:
         raise ToolError(f'{args.config} cannot be tested: it has no {", ".join(missing)}')
@@ -68,6 +70,31 @@ def prepare(args):
         if args.show_dir:
             vis.test_out_dir = args.show_dir
     return cfg
+
+
+def _check_outputs(args, cfg):
+    """--out, --show-dir and the work dir writable before the evaluation (the results would be lost after it)."""
+    from mmscalenet.run_checks import check_loop_values, check_output_dir
+    from mmscalenet.tools_common import ToolError, check_output_path, default_work_dir
+    check_loop_values(cfg, args.config)
+    work_dir = default_work_dir(cfg, args.config, args.work_dir)
+    check_output_dir(work_dir, 'work dir')
+    if args.out is not None:
+        check_output_path(args.out)
+        if osp.exists(args.out) and not args.force:
+            raise ToolError(f'--out {args.out} exists; pass --force to overwrite it')
+    if args.show_dir:
+        check_output_dir(args.show_dir if osp.isabs(args.show_dir) else osp.join(work_dir, args.show_dir),
+                         '--show-dir')
+
+
+def _warn_nonfinite(model, checkpoint):
+    """A checkpoint with NaN / inf weights evaluates to chance without a word: say so before the metrics."""
+    import torch
+    bad = [k for k, v in model.state_dict().items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        print(f'warning: {checkpoint}: {len(bad)} tensor(s) hold NaN or infinite values ({", ".join(bad[:4])}'
+              f'{", ..." if len(bad) > 4 else ""}); the metrics below describe a broken model', file=sys.stderr)
 
 
 def main(argv=None):
@@ -99,6 +126,7 @@ def _test(args, cfg):
                             f'{str(err).strip().splitlines()[0]} ... (is it a checkpoint of this config? A '
                             f'backbone-only ScaleNet checkpoint goes into model.backbone.init_cfg for training)') \
                 from None
+        _warn_nonfinite(runner.model, args.checkpoint)
         if args.out is not None:
             if is_classifier(cfg) or cfg.get('default_scope', None) == 'mmseg':
                 # one dict per image (segmentors: with pred_sem_seg as mmseg's data sample holds it): pred_score (all classes), pred_label, gt_label, img_path / sample_idx

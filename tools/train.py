@@ -50,7 +50,8 @@ def parse_args(argv=None):
 def prepare(args):
     """Config, checks and work dir: everything before the runner (raises ToolError & co. on user mistakes)."""
     from mmscalenet.tools_common import (ToolError, add_default_hooks, check_checkpoint_file, check_training_values,
-                                         default_work_dir, latest_checkpoint, load_config, skip_pretrained_init)
+                                         checkpoint_leftovers, default_work_dir, latest_checkpoint, load_config,
+                                         skip_pretrained_init)
     cfg = load_config(args.config, args.cfg_options)
     if args.amp:
         if cfg.optim_wrapper.get('type', 'OptimWrapper') == 'AmpOptimWrapper':
@@ -65,6 +66,11 @@ def prepare(args):
     work_dir = default_work_dir(cfg, args.config, args.work_dir)
     if args.resume == 'auto':
         found = latest_checkpoint(work_dir)
+        leftovers = checkpoint_leftovers(work_dir) if found is None else []
+        if leftovers:   # a run was here: starting from zero would silently throw its training away
+            raise ToolError(f'--resume: {work_dir} holds {", ".join(leftovers[:4])} but no complete checkpoint '
+                            f'that last_checkpoint or an epoch_N.pth / iter_N.pth names; nothing was started. '
+                            f'Give the file to resume from (--resume PATH) or another --work-dir')
         if found is None:
             print(f'--resume: no checkpoint in {work_dir}, training from scratch', file=sys.stderr)
             cfg.resume, cfg.load_from = False, None
@@ -84,6 +90,10 @@ def prepare(args):
         missing = [k for k in ('train_dataloader', 'train_cfg', 'optim_wrapper') if k not in cfg]
         raise ToolError(f'{args.config} cannot be trained: it has no {", ".join(missing)}')
     check_training_values(cfg, args.config)
+    from mmscalenet.run_checks import check_loop_values, check_model_size, check_work_dir
+    check_loop_values(cfg, args.config)
+    check_model_size(cfg, args.config)
+    check_work_dir(work_dir)
     _check_segmentation_data(cfg, args.config)
     add_default_hooks(cfg)
     cfg.work_dir = work_dir
@@ -129,6 +139,9 @@ def main(argv=None):
             lock.acquire()
         except ToolError as err:
             refused = format_error(err)
+        except OSError as err:   # read-only file system, a folder where the lock file goes, ...
+            refused = f'error: cannot lock work dir {work_dir}: {err.strerror or err} ({err.filename or work_dir})'
+            guard.undo()
     refused = _from_rank_0(refused)
     if refused:
         print(refused, file=sys.stderr)
@@ -157,8 +170,8 @@ def _run(args, cfg, guard):
         print(format_error(err), file=sys.stderr)
         return 1
     from mmscalenet.checkpoint import CheckpointError
-    from mmscalenet.datasets.segmentation import SegmentationDataError
-    clear = (FloatingPointError, CheckpointError, SegmentationDataError)   # their message says it all
+    from mmscalenet.datasets import DataError
+    clear = (FloatingPointError, CheckpointError, DataError)   # messages that say everything: no traceback
     try:
         runner.train()
     except clear + errors as err:

@@ -17,9 +17,11 @@ import numpy as np
 from mmcv.transforms import BaseTransform
 from mmdet.registry import TRANSFORMS
 
+from .errors import DataValueError
 
-class SegmentationDataError(ValueError):
-    """A segmentation split or annotation that cannot be trained on."""
+
+class SegmentationDataError(DataValueError):
+    """A segmentation split or annotation that cannot be trained on (the tools print it as one line)."""
 
 
 def check_segmentation_split(dataset_cfg: Mapping[str, Any], name: str = 'dataset') -> int:
