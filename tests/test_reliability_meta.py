@@ -22,6 +22,7 @@ def _resave(path, edit):
     the tensor SHA-256 cannot see)."""
     obj = torch.load(path, weights_only=True)
     state, meta = obj['state_dict'], obj['meta']['scalenet']
+    meta.pop(DIGEST_KEY, None)   # the liar strips the record's digest too: the tensor cross-check alone must refuse
     edit(state, meta)
     meta['sha256'] = tensor_digest(state)
     torch.save(obj, path)
@@ -32,6 +33,25 @@ def test_honest_file_passes(tmp_path):
     save_scalenet(_tiny(), path)
     model, _ = load_scalenet(path)
     assert len(model.plan.sources) == 6
+
+
+@pytest.mark.parametrize('suffix', ['.pth', '.safetensors'])
+def test_files_written_now_carry_the_record_digest_and_an_edited_record_is_refused(tmp_path, suffix):
+    """save_scalenet stores meta_sha256, so even a swapped plan of the same length (same tensors) is refused."""
+    from mmscalenet.checkpoint import read_checkpoint
+    path = str(tmp_path / f'm{suffix}')
+    save_scalenet(_tiny(), path)
+    meta = read_checkpoint(path)[1]
+    assert meta[DIGEST_KEY] == meta_digest(meta)
+    if suffix == '.pth':
+        obj = torch.load(path, weights_only=True)
+        record = obj['meta']['scalenet']
+        config = record.get('config', record)
+        key = 'mapping' if 'mapping' in config else 'sources'
+        config[key] = list(reversed(config[key]))
+        torch.save(obj, path)
+        with pytest.raises(CheckpointError, match='does not match the meta_sha256'):
+            load_scalenet(path)
 
 
 @pytest.mark.parametrize('adapter, kind', [(dict(type='ParallelAdapter', bottleneck=4), 'adapter'),

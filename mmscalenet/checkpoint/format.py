@@ -17,6 +17,7 @@ from ..models.vit import plain_data
 from .convert import backbone_state_dict, split_checkpoint
 from .io import META_KEY, CheckpointError, atomic_save, atomic_write, check_finite, resolve_checkpoint, tensor_digest, \
     verify_digest
+from .crosscheck import DIGEST_KEY, meta_digest
 from .meta import family_of, scalenet_meta
 from .validate import validate_meta
 
@@ -84,6 +85,7 @@ def save_scalenet(model, path: str, head: Optional[Mapping[str, torch.Tensor]] =
     if os.fspath(path).endswith('.safetensors'):
         save_safetensors(state, meta[META_KEY], path)
     else:
+        meta[META_KEY][DIGEST_KEY] = meta_digest(meta[META_KEY])   # the record itself: a swapped plan is found
         meta[META_KEY]['sha256'] = tensor_digest(state)
         atomic_save({'state_dict': state, 'meta': meta}, path)
 
@@ -103,6 +105,7 @@ def save_safetensors(state: Mapping[str, torch.Tensor], meta: Optional[Mapping[s
     if meta is not None:
         meta = plain_data(dict(meta))
         if meta_key == META_KEY:
+            meta[DIGEST_KEY] = meta_digest(meta)
             meta['sha256'] = digest
             del metadata['sha256']
         metadata[meta_key] = json.dumps(meta)
