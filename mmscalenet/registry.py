@@ -6,12 +6,12 @@ in mmengine's ``PACKAGE::`` config table (:func:`register_config_scheme`).
 """
 from mmdet.registry import MODELS
 
-from .models.mm_backbone import ScaleNetViTModule
-from .models.swin import ScaleNetSwin
+from .models.mm_backbone import ScaleNetSwinModule, ScaleNetViTModule
 
-# the pure-torch ScaleNetViT with mmengine's init_cfg semantics, under the backbone's own name
+# the pure-torch backbones with mmengine's init_cfg semantics and OpenMMLab's frozen_stages / norm_eval, under the
+# backbones' own names
 MODELS.register_module(name='ScaleNetViT', module=ScaleNetViTModule)
-MODELS.register_module(module=ScaleNetSwin)
+MODELS.register_module(name='ScaleNetSwin', module=ScaleNetSwinModule)
 
 # Modules below register themselves with decorators on import.
 from . import datasets, engine, evaluation, visualization  # noqa: E402,F401
