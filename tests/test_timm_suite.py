@@ -202,6 +202,7 @@ def test_timm_own_suite(tmp_path):
                            '--rootdir', str(tmp_path), str(tmp_path / 'test_models.py')],
                           cwd=str(tmp_path), env=env, capture_output=True, text=True)
     tail = proc.stdout[-3000:] + proc.stderr[-2000:]
+    print(tail)   # the counts (pytest -s shows them)
     assert proc.returncode == 0, tail
     assert ' passed' in tail and 'failed' not in tail, tail
     shutil.rmtree(tmp_path, ignore_errors=True)

@@ -18,8 +18,9 @@ from timm.models.vision_transformer_sam import window_partition, window_unpartit
 from torch import nn
 
 from .adapters import ParallelAdapter
+from .position import decomposed_rel_pos_bias
 from .swin_windows import WindowGeometry, window_geometry
-from .vit import decomposed_rel_pos_bias, pad_to_multiple, resample_pos_embed
+from .vit import pad_to_multiple, resample_pos_embed
 
 
 class ScriptPosition(nn.Module):
