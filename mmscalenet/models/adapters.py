@@ -193,8 +193,13 @@ class ParallelAdapter(Adapter):
         return y.unflatten(0, h.shape[:-1])   # a view; no tuple arithmetic on sizes (torch.fx, TorchScript)
 
 
-# True while torch.fx traces (torch >= 2.5 names the symbolic tracer's flag apart from torch.export's)
-_fx_tracing = getattr(torch.fx._symbolic_trace, 'is_fx_symbolic_tracing', torch.fx._symbolic_trace.is_fx_tracing)
+_fx_flag = getattr(torch.fx._symbolic_trace, '_get_is_fx_tracing', torch.fx._symbolic_trace.is_fx_tracing)
+
+
+def _fx_tracing() -> bool:
+    """True while torch.fx traces; under torch.compile False without reading fx's thread-local flag (which would
+    break dynamo's graph)."""
+    return not torch.compiler.is_compiling() and _fx_flag()
 
 
 def _autocast_apply(fn, *tensors: Optional[torch.Tensor]):

@@ -16,15 +16,13 @@ import torch
 from timm.models._features import feature_take_indices
 from torch import nn
 
+from .adapters import _fx_tracing
+
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
-_fx_flag = getattr(torch.fx._symbolic_trace, 'is_fx_symbolic_tracing', torch.fx._symbolic_trace.is_fx_tracing)
-
-
-def is_fx_tracing() -> bool:
-    """True while ``torch.fx`` traces the model: input checks (Python control flow on shapes) are left out then."""
-    return _fx_flag()
+# True while torch.fx traces the model: input checks (Python control flow on shapes) are left out then
+is_fx_tracing = _fx_tracing
 
 
 def first_positions(sources: Sequence[int]) -> Dict[int, int]:
