@@ -1,10 +1,14 @@
 """OpenMMLab glue: register mmscalenet's components into mmdet's registries (imported by ``import mmscalenet``).
 
 Importing it changes nothing in mmengine's own behaviour: safe checkpoint loading and atomic writes are opt-in
-(``mmscalenet.checkpoint.safe_mmengine_io()``, ``SafeCheckpointIOHook``). The one addition is this package's entry
-in mmengine's ``PACKAGE::`` config table (:func:`register_config_scheme`).
+(``mmscalenet.checkpoint.safe_mmengine_io()``, ``SafeCheckpointIOHook``). The additions are this package's entry
+in mmengine's ``PACKAGE::`` config table (:func:`register_config_scheme`) and mmengine's checkpoint data types on
+torch's ``weights_only`` allow-list (``mmscalenet/mmengine_globals.py``), so that mmdet's ``init_detector`` /
+``DetInferencer`` and mmengine's ``load_checkpoint`` read trained checkpoints, still without running anything in them.
 """
 from mmdet.registry import MODELS
+
+from .mmengine_globals import register as _register_mmengine_globals
 
 from .models.mm_backbone import ScaleNetSwinModule, ScaleNetViTModule
 
@@ -64,3 +68,4 @@ def _mmengine_guess(here: str) -> str:
 
 
 register_config_scheme()
+_register_mmengine_globals()

@@ -265,3 +265,57 @@ def test_mmengine_load_checkpoint_resizes_pos_embed_for_384(mmdet_scope, tmp_pat
     want = resample_abs_pos_embed(small.pos_embed.detach(), [6, 6], [4, 4], num_prefix_tokens=1, antialias=False)
     assert torch.allclose(big.pos_embed, want) and big.pos_embed.shape == (1, 37, 64)
     assert torch.equal(big.blocks[0].attn.qkv.weight, small.blocks[0].attn.qkv.weight)
+
+
+# ---- trained checkpoints through mmdet's / mmengine's own loading APIs ---------------------------------------------
+_LOAD_IN_A_PLAIN_PROCESS = r'''
+import os, sys
+cfg, path, payload, marker = sys.argv[1:5]
+from mmdet.apis import DetInferencer, init_detector
+model = init_detector(cfg, path, device='cpu')     # the config's custom_imports import mmscalenet
+assert type(model.backbone).__name__ == 'ScaleNetViTModule'
+DetInferencer(model=cfg, weights=path, device='cpu', show_progress=False)
+from mmengine.runner import load_checkpoint
+load_checkpoint(model.backbone, path, map_location='cpu', revise_keys=[(r'^backbone\.', '')])
+try:
+    load_checkpoint(model, payload, map_location='cpu')
+    print('PAYLOAD LOADED')
+except Exception as err:
+    print('REFUSED', type(err).__name__)
+print('MARKER', os.path.exists(marker))
+'''
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f'touch {self.marker}',))
+
+
+def test_trained_checkpoint_loads_through_init_detector_and_load_checkpoint(mmdet_scope, tmp_path):
+    """mmengine writes HistoryBuffer logs and numpy scalars into a run's checkpoint; torch's weights_only default
+    refused them in init_detector / DetInferencer / load_checkpoint. After the config's ``import mmscalenet`` they
+    load, and a file with a payload is still refused without running it."""
+    import numpy as np
+    from mmdet.registry import MODELS
+    from mmengine.config import Config
+    from mmengine.logging import MessageHub
+    from mmengine.runner.checkpoint import save_checkpoint
+    cfg_path = osp.join(ROOT, 'configs', 'demo', 'digits_det_scalenet.py')
+    cfg = Config.fromfile(cfg_path)
+    cfg.model.backbone.init_cfg = None
+    model = MODELS.build(cfg.model)
+    hub = MessageHub.get_instance('eco-trained-ckpt')
+    hub.update_scalar('train/loss', np.float64(0.5))
+    path, payload, marker = tmp_path / 'iter_8.pth', tmp_path / 'evil.pth', tmp_path / 'ran'
+    save_checkpoint({'meta': dict(iter=8, seed=np.int64(0)), 'state_dict': model.state_dict(),
+                     'message_hub': hub.state_dict()}, str(path))
+    torch.save({'state_dict': {}, 'meta': _Payload(str(marker))}, str(payload))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get('PYTHONPATH')])))
+    proc = subprocess.run([sys.executable, '-c', _LOAD_IN_A_PLAIN_PROCESS, cfg_path, str(path), str(payload),
+                           str(marker)], capture_output=True, text=True, env=env, cwd=str(tmp_path), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert 'REFUSED UnpicklingError' in proc.stdout and 'MARKER False' in proc.stdout, proc.stdout
+    assert not marker.exists()
