@@ -2,17 +2,21 @@
 package whose configs use them (mmseg), from this one place (imported by ``import mmscalenet``).
 
 Importing it changes nothing in mmengine's own behaviour: safe checkpoint loading and atomic writes are opt-in
-(``mmscalenet.checkpoint.safe_mmengine_io()``, ``SafeCheckpointIOHook``). The one addition is this package's entry
-in mmengine's ``PACKAGE::`` config table (:func:`register_config_scheme`).
+(``mmscalenet.checkpoint.safe_mmengine_io()``, ``SafeCheckpointIOHook``). The additions are this package's entry
+in mmengine's ``PACKAGE::`` config table (:func:`register_config_scheme`) and mmengine's checkpoint data types on
+torch's ``weights_only`` allow-list (``mmscalenet/mmengine_globals.py``), so that mmdet's ``init_detector`` /
+``DetInferencer`` and mmengine's ``load_checkpoint`` read trained checkpoints, still without running anything in them.
 """
 from mmdet.registry import MODELS
 
-from .models.mm_backbone import ScaleNetViTModule
-from .models.swin import ScaleNetSwin
+from .mmengine_globals import register as _register_mmengine_globals
 
-# the pure-torch ScaleNetViT with mmengine's init_cfg semantics, under the backbone's own name
+from .models.mm_backbone import ScaleNetSwinModule, ScaleNetViTModule
+
+# the pure-torch backbones with mmengine's init_cfg semantics and OpenMMLab's frozen_stages / norm_eval, under the
+# backbones' own names
 MODELS.register_module(name='ScaleNetViT', module=ScaleNetViTModule)
-MODELS.register_module(module=ScaleNetSwin)
+MODELS.register_module(name='ScaleNetSwin', module=ScaleNetSwinModule)
 
 # Modules below register themselves with decorators on import.
 from . import datasets, engine, evaluation, visualization  # noqa: E402,F401
@@ -116,3 +120,4 @@ def _mmengine_guess(here: str) -> str:
 
 
 register_config_scheme()
+_register_mmengine_globals()

@@ -432,3 +432,28 @@ def test_arch_dict_refuses_unknown_keys():
     arch = dict(embed_dims=32, num_layers=2, num_heads=2, mlp_ratio=2.0, embed_dim=64)
     with pytest.raises(ValueError, match=r"arch dict has unknown keys \['embed_dim'\]"):
         ScaleNetViT(arch=arch, depth=4, img_size=32)
+
+
+def test_cls_token_out_indices_give_one_token_each():
+    """mmpretrain's out_type='cls_token' with several out_indices: that many class tokens, never silently one."""
+    torch.manual_seed(0)
+    model = ScaleNetViT(TINY_ARCH, depth=6, img_size=32, patch_size=8, out_indices=(-3, -2, -1)).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        outs = model(x)
+        (_, prefix3), = model.forward_intermediates(x, indices=[3], output_fmt='NLC', intermediates_only=True,
+                                                    return_prefix_tokens=True)
+        assert len(outs) == 3 and all(o.shape == (2, 64) for o in outs)
+        assert torch.allclose(outs[-1], model.forward_head(model.forward_features(x), pre_logits=True))
+        assert torch.allclose(outs[0], prefix3[:, 0]) and not torch.allclose(outs[0], outs[-1])
+        model.out_indices = (5,)
+        assert len(model(x)) == 1 and torch.allclose(model(x)[0], outs[-1])
+
+
+def test_load_state_dict_resizes_pos_embed_to_the_model_grid():
+    from timm.layers import resample_abs_pos_embed
+    small = ScaleNetViT(TINY_ARCH, img_size=32, patch_size=8)
+    big = ScaleNetViT(TINY_ARCH, img_size=(48, 40), patch_size=8)
+    big.load_state_dict(small.state_dict())
+    want = resample_abs_pos_embed(small.pos_embed.detach(), [6, 5], [4, 4], num_prefix_tokens=1, antialias=False)
+    assert torch.allclose(big.pos_embed, want)

@@ -194,3 +194,128 @@ def test_dict_action_values_on_the_command_line(mmdet_scope):
     assert cfg.model.backbone.img_size == (48, 64)
     with pytest.raises(ToolError, match='set its keys one by one'):   # a component replaced by a plain value
         load_config(osp.join(ROOT, 'configs/demo/digits_cls_scalenet.py'), {'model.backbone': 'ScaleNetViT'})
+
+
+# ---- OpenMMLab backbone conventions: frozen_stages, norm_eval, Swin's BaseModule face, pos-embed resize ---------
+SWIN_TINY = dict(embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4))
+
+
+def _build_swin(**kw):
+    from mmdet.registry import MODELS
+    cfg = dict(type='ScaleNetSwin', arch=SWIN_TINY, depths=(2, 2, 4, 2), img_size=64)
+    cfg.update(kw)
+    return MODELS.build(cfg)
+
+
+def test_vit_frozen_stages_freeze_positions_and_the_blocks_they_run(mmdet_scope):
+    model = _build(mmdet_scope, frozen_stages=2, norm_eval=True)   # plan 0 1 2 3 0 1
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert {'pos_embed', 'cls_token', 'patch_embed.proj.weight'} <= frozen
+    assert any(n.startswith('positions.1.') for n in frozen) and 'blocks.1.attn.qkv.weight' in frozen
+    assert not any(n.startswith(('positions.2.', 'positions.4.', 'blocks.2.', 'norm.')) for n in frozen)
+    model.train()
+    assert not model.positions[1].training and model.positions[4].training
+    assert not any(m.training for m in model.modules() if isinstance(m, nn.LayerNorm))   # norm_eval
+    assert 'positions.5.adapter_attn.up.weight' not in frozen   # an inserted position on a frozen block trains
+    everything = _build(mmdet_scope, frozen_stages=6)
+    assert not any(p.requires_grad for p in everything.parameters())
+    with pytest.raises(ValueError, match='frozen_stages must be an integer in \\[-1, 6\\]'):
+        _build(mmdet_scope, frozen_stages=7)
+
+
+def test_swin_frozen_stages_as_mmdet(mmdet_scope):
+    model = _build_swin(frozen_stages=1)
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert all(n.startswith(('patch_embed.', 'layers.0.', 'norm0.')) for n in frozen)
+    assert 'patch_embed.proj.weight' in frozen and 'layers.0.blocks.0.attn.qkv.weight' in frozen
+    assert 'norm0.weight' in frozen
+    model.train()
+    assert not model.layers[0].training and model.layers[1].training and model.patch_embed.proj.training is False
+    assert model.layers[1].positions[0].training and model.norm1.training
+    assert _build_swin(frozen_stages=-1).patch_embed.proj.weight.requires_grad
+
+
+def test_swin_is_a_base_module_with_every_initializer_and_prefix(mmdet_scope, tmp_path):
+    from mmengine.model import BaseModule
+    from mmscalenet.models.swin import ScaleNetSwin
+    model = _build_swin(init_cfg=[dict(type='Kaiming', layer='Linear'), dict(type='Constant', layer='LayerNorm',
+                                                                             val=0.5, bias=0.0)])
+    assert isinstance(model, BaseModule) and isinstance(model, ScaleNetSwin)
+    model.init_weights()
+    assert torch.all(model.norm3.weight == 0.5)
+    assert all(torch.all(p.adapter_attn.up.weight == 0) for s in model.layers for p in s.positions)
+    source = ScaleNetSwin(arch=SWIN_TINY, depths=(2, 2, 4, 2), img_size=64)
+    path = tmp_path / 'det.pth'
+    torch.save({'state_dict': {f'backbone.{k}': v for k, v in source.state_dict().items()}}, path)
+    loaded = _build_swin(init_cfg=dict(type='Pretrained', checkpoint=str(path), prefix='backbone.'))
+    loaded.init_weights()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(loaded.eval()(x), source.eval()(x)))
+
+
+def test_mmengine_load_checkpoint_resizes_pos_embed_for_384(mmdet_scope, tmp_path):
+    from mmengine.runner import load_checkpoint
+    small = _build(mmdet_scope)                                     # 32 px: 4x4 grid
+    path = tmp_path / 'vit.pth'
+    torch.save({'state_dict': small.state_dict()}, path)
+    big = _build(mmdet_scope, img_size=48)                          # 6x6 grid, as 224 -> 384
+    load_checkpoint(big, str(path), map_location='cpu', strict=True)
+    from timm.layers import resample_abs_pos_embed
+    want = resample_abs_pos_embed(small.pos_embed.detach(), [6, 6], [4, 4], num_prefix_tokens=1, antialias=False)
+    assert torch.allclose(big.pos_embed, want) and big.pos_embed.shape == (1, 37, 64)
+    assert torch.equal(big.blocks[0].attn.qkv.weight, small.blocks[0].attn.qkv.weight)
+
+
+# ---- trained checkpoints through mmdet's / mmengine's own loading APIs ---------------------------------------------
+_LOAD_IN_A_PLAIN_PROCESS = r'''
+import os, sys
+cfg, path, payload, marker = sys.argv[1:5]
+from mmdet.apis import DetInferencer, init_detector
+model = init_detector(cfg, path, device='cpu')     # the config's custom_imports import mmscalenet
+assert type(model.backbone).__name__ == 'ScaleNetViTModule'
+DetInferencer(model=cfg, weights=path, device='cpu', show_progress=False)
+from mmengine.runner import load_checkpoint
+load_checkpoint(model.backbone, path, map_location='cpu', revise_keys=[(r'^backbone\.', '')])
+try:
+    load_checkpoint(model, payload, map_location='cpu')
+    print('PAYLOAD LOADED')
+except Exception as err:
+    print('REFUSED', type(err).__name__)
+print('MARKER', os.path.exists(marker))
+'''
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f'touch {self.marker}',))
+
+
+def test_trained_checkpoint_loads_through_init_detector_and_load_checkpoint(mmdet_scope, tmp_path):
+    """mmengine writes HistoryBuffer logs and numpy scalars into a run's checkpoint; torch's weights_only default
+    refused them in init_detector / DetInferencer / load_checkpoint. After the config's ``import mmscalenet`` they
+    load, and a file with a payload is still refused without running it."""
+    import numpy as np
+    from mmdet.registry import MODELS
+    from mmengine.config import Config
+    from mmengine.logging import MessageHub
+    from mmengine.runner.checkpoint import save_checkpoint
+    cfg_path = osp.join(ROOT, 'configs', 'demo', 'digits_det_scalenet.py')
+    cfg = Config.fromfile(cfg_path)
+    cfg.model.backbone.init_cfg = None
+    model = MODELS.build(cfg.model)
+    hub = MessageHub.get_instance('eco-trained-ckpt')
+    hub.update_scalar('train/loss', np.float64(0.5))
+    path, payload, marker = tmp_path / 'iter_8.pth', tmp_path / 'evil.pth', tmp_path / 'ran'
+    save_checkpoint({'meta': dict(iter=8, seed=np.int64(0)), 'state_dict': model.state_dict(),
+                     'message_hub': hub.state_dict()}, str(path))
+    torch.save({'state_dict': {}, 'meta': _Payload(str(marker))}, str(payload))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get('PYTHONPATH')])))
+    proc = subprocess.run([sys.executable, '-c', _LOAD_IN_A_PLAIN_PROCESS, cfg_path, str(path), str(payload),
+                           str(marker)], capture_output=True, text=True, env=env, cwd=str(tmp_path), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert 'REFUSED UnpicklingError' in proc.stdout and 'MARKER False' in proc.stdout, proc.stdout
+    assert not marker.exists()

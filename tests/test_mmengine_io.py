@@ -2,6 +2,7 @@
 ``SafeCheckpointIOHook`` install weights_only loading and atomic writes for a block / a run and restore them."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -73,8 +74,8 @@ def _assert_safe():
 
 
 def test_import_leaves_mmengine_untouched():
-    """A fresh interpreter: mmengine's LocalBackend, checkpoint loaders and torch's allow-list before and after
-    ``import mmscalenet`` are the same objects."""
+    """A fresh interpreter: mmengine's LocalBackend and checkpoint loaders before and after ``import mmscalenet`` are
+    the same objects; torch's allow-list gains mmengine's checkpoint data types and nothing else."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get('PYTHONPATH')])))
     proc = subprocess.run([sys.executable, '-c', _SNAPSHOT], capture_output=True, text=True, env=env, cwd=ROOT,
                           timeout=300)
@@ -82,6 +83,11 @@ def test_import_leaves_mmengine_untouched():
     before, after = json.loads(next(line for line in proc.stdout.splitlines()
                                     if line.startswith('SNAPSHOTS')).split(' ', 1)[1])
     assert before['loaders'] and not before['hook_open']
+    # the one deliberate change (mmscalenet/mmengine_globals.py): mmengine's checkpoint types join torch's allow-list
+    def norm(items):
+        return {re.sub(r' at 0x[0-9a-f]+', '', s) for s in items}
+    added = norm(after.pop('safe_globals')) - norm(before.pop('safe_globals'))
+    assert added and added <= norm(map(str, mmengine_io.mmengine_safe_globals()))
     assert after == before
 
 

@@ -2,8 +2,9 @@
 
 Both start as an exact no-op (the up-projection / ``B`` matrix is zero), so an inserted position starts as an exact
 copy of its source layer. Every kind sits behind :class:`Adapter`'s interface (the base class is the no-op adapter),
-built by :func:`build_adapters`; a position runs them through :class:`FusedPath` (production) or
-:class:`ReferencePath` (the readable definition the tests compare with).
+built by :func:`build_adapters`; a position runs their fused kernels (production) or their reference path (the
+readable definition the tests compare with). Under ``torch.jit.trace`` and ``torch.fx`` the fused input projection
+runs as plain ops (the same forward arithmetic), so traced graphs hold no autograd Function.
 """
 from __future__ import annotations
 
@@ -96,7 +97,7 @@ class Adapter(nn.Module):
     them through its adapter: ``y, carry = fused_in(h, first)``, then ``fused_out(h2, second, carry)``. The adapter
     runs the host projection itself because its fast path fuses both into one kernel (one autograd node for the
     input gradient, one in-place ``addmm_`` for the output); ``reference_in`` / ``reference_out`` are the readable
-    definition (tests; ``set_fused(False)`` switches a model to :class:`ReferencePath`). ``merged_weights`` gives
+    definition (tests; ``set_fused(False)`` switches a model to it). ``merged_weights`` gives
     the weights of a plain sub-layer computing the same function (export); ``not_mergeable`` says why there is none.
     """
 
@@ -169,7 +170,7 @@ class ParallelAdapter(Adapter):
     def fused_in(self, h: torch.Tensor, first: nn.Linear) -> Tuple[torch.Tensor, torch.Tensor]:
         """``(first(h), down(h))``; the backward adds the adapter's input gradient into the projection's with one
         in-place ``addmm_``, where autograd would allocate a second input gradient and sum the two."""
-        if torch.jit.is_tracing():  # FLOP counters trace the model: the same products, as ops the tracer sees
+        if torch.jit.is_tracing() or _fx_tracing():  # FLOP counters / torch.fx: the same products, as plain ops
             return self.reference_in(h, first)
         return _autocast_apply(_LinearWithDown, h, first.weight, first.bias, self.down.weight, self.down.bias)
 
@@ -181,15 +182,24 @@ class ParallelAdapter(Adapter):
             return self.reference_out(h, second, down)
         weight, bias = second.weight, second.bias
         bias = self.up.bias * self.scale if bias is None else torch.add(bias, self.up.bias, alpha=self.scale)
-        shape = h.shape[:-1] + (weight.shape[0],)
         y = torch.addmm(bias, h.reshape(-1, h.shape[-1]), weight.t())
         r = torch.relu(down).reshape(-1, down.shape[-1])
         # in place on a fresh (non-view) tensor: addmm's backward needs its inputs, not its output, so autograd
         # allows it; .to() matches autocast's dtype for the in-place op (a no-op in fp32)
         # up.weight.t() made contiguous: autograd then computes its gradient as r^T @ grad (bottleneck x dim),
         # several times faster on CPU than the grad^T @ r it picks for a transposed view
-        y.addmm_(r.to(y.dtype), self.up.weight.t().contiguous().to(y.dtype), alpha=self.scale)
-        return y.view(shape)
+        # rebound to its result: torch.fx would drop an in-place op whose result nobody uses
+        y = y.addmm_(r.to(y.dtype), self.up.weight.t().contiguous().to(y.dtype), alpha=self.scale)
+        return y.unflatten(0, h.shape[:-1])   # a view; no tuple arithmetic on sizes (torch.fx, TorchScript)
+
+
+_fx_flag = getattr(torch.fx._symbolic_trace, '_get_is_fx_tracing', torch.fx._symbolic_trace.is_fx_tracing)
+
+
+def _fx_tracing() -> bool:
+    """True while torch.fx traces; under torch.compile False without reading fx's thread-local flag (which would
+    break dynamo's graph)."""
+    return not torch.compiler.is_compiling() and _fx_flag()
 
 
 def _autocast_apply(fn, *tensors: Optional[torch.Tensor]):
@@ -311,26 +321,3 @@ def build_adapters(cfg: Optional[Mapping[str, Any]], dim: int,
         return Adapter(), Adapter(), None
     return _BUILDERS[cfg['type']](cfg, dim, hidden)
 
-
-class FusedPath:
-    """How a position runs its adapters in production: the fused kernels (:meth:`Adapter.fused_in` / ``_out``)."""
-
-    @staticmethod
-    def project_in(adapter: Adapter, h: torch.Tensor, first: nn.Linear) -> Tuple[torch.Tensor, Any]:
-        return adapter.fused_in(h, first)
-
-    @staticmethod
-    def project_out(adapter: Adapter, h: torch.Tensor, second: nn.Linear, carry: Any) -> torch.Tensor:
-        return adapter.fused_out(h, second, carry)
-
-
-class ReferencePath:
-    """The readable definition (:meth:`Adapter.reference_in` / ``_out``): what tests compare the fused path with."""
-
-    @staticmethod
-    def project_in(adapter: Adapter, h: torch.Tensor, first: nn.Linear) -> Tuple[torch.Tensor, Any]:
-        return adapter.reference_in(h, first)
-
-    @staticmethod
-    def project_out(adapter: Adapter, h: torch.Tensor, second: nn.Linear, carry: Any) -> torch.Tensor:
-        return adapter.reference_out(h, second, carry)

@@ -34,16 +34,22 @@ windows and masked as in timm. The tables are sized for the windows at ``img_siz
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
-import torch.nn.functional as F
+from timm.layers import register_notrace_module
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..expansion import DepthPlan, MappingSpec, drop_path_rates, make_depth_plan
 from .adapters import parse_adapter_cfg
-from .vit import Position, _Attn, _Mlp
+from .swin_face import SwinTimmFace
+from .swin_position import _NORM_EPS, PatchMerging, SwinPosition, SwinSharedBlock
+from .swin_windows import WindowGeometry, relative_position_index, shifted_window_mask, window_geometry  # noqa: F401
+from .timm_face import is_fx_tracing
+from .vit import pad_to_multiple, plain_data
+
+torch.fx.wrap('pad_to_multiple')   # a leaf for torch.fx here too (it branches on the input size)
 
 SWIN_ARCHS: Dict[str, Dict[str, Any]] = {
     'swin-tiny': dict(embed_dims=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)),
@@ -56,7 +62,6 @@ SWIN_UNSHARED = ('norm', 'rel_pos')
 # out_indices decide which output norms exist); drop_path_rate, with_cp and init_cfg are runtime overrides
 SWIN_CONFIG_KEYS = ('arch', 'depths', 'mapping', 'adapter', 'function_preserving', 'unshared', 'img_size',
                     'in_channels', 'out_type', 'out_indices')
-_NORM_EPS = 1e-5  # timm's / Microsoft's Swin use nn.LayerNorm's default
 
 
 def resolve_swin_arch(arch: Union[str, Mapping[str, Any]]) -> Dict[str, Any]:
@@ -87,15 +92,6 @@ def resolve_swin_arch(arch: Union[str, Mapping[str, Any]]) -> Dict[str, Any]:
     return out
 
 
-def _plain(value: Any) -> Any:
-    """Tuples to lists, recursively (JSON types only), for :meth:`ScaleNetSwin.config`."""
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    return value
-
-
 def _stage_mappings(mapping: Any, num_stages: int) -> List[MappingSpec]:
     """One mapping per stage: a name for all stages, or a list of per-stage names / explicit index lists."""
     if isinstance(mapping, str):
@@ -107,152 +103,13 @@ def _stage_mappings(mapping: Any, num_stages: int) -> List[MappingSpec]:
     return mapping
 
 
-class SwinSharedBlock(nn.Module):
-    """The weights of one pretrained Swin block, stored once per stage and run by every position mapped to it."""
-
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, shared_norms: bool, table_rows: int):
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=_NORM_EPS) if shared_norms else None
-        self.attn = _Attn(dim)
-        if table_rows:
-            self.attn.relative_position_bias_table = nn.Parameter(torch.zeros(table_rows, num_heads))
-        self.norm2 = nn.LayerNorm(dim, eps=_NORM_EPS) if shared_norms else None
-        self.mlp = _Mlp(dim, int(dim * mlp_ratio))
-
-
-class WindowGeometry(NamedTuple):
-    """Windows of one stage at one input size: effective window, shift, bias index and SW-MSA mask."""
-    window: Tuple[int, int]
-    shift: Tuple[int, int]
-    index: torch.Tensor            # (N, N) rows into the relative-position table
-    mask: Optional[torch.Tensor]   # (nW, N, N) 0 / -100, None without shift
-
-
-def relative_position_index(window: Tuple[int, int], table_window: Tuple[int, int],
-                            device: Optional[torch.device] = None) -> torch.Tensor:
-    """Rows of a ``(2 th - 1) * (2 tw - 1)`` table (made for ``table_window``) for the offsets inside ``window``.
-
-    With ``window == table_window`` this is timm's / Microsoft's index; a smaller window uses the central rows.
-    """
-    (wh, ww), (th, tw) = window, table_window
-    coords = torch.stack(torch.meshgrid(torch.arange(wh, device=device), torch.arange(ww, device=device),
-                                        indexing='ij')).flatten(1)
-    rel = coords[:, :, None] - coords[:, None, :]
-    return (rel[0] + th - 1) * (2 * tw - 1) + rel[1] + tw - 1
-
-
-def shifted_window_mask(padded: Tuple[int, int], window: Tuple[int, int], shift: Tuple[int, int],
-                        device: Optional[torch.device] = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """SW-MSA mask (nW, N, N): -100 between tokens that the cyclic shift brought together from different regions."""
-    labels = []
-    for size, w, s in zip(padded, window, shift):
-        i = torch.arange(size, device=device)
-        labels.append((i >= size - w).long() + (i >= size - s).long() if s else torch.zeros_like(i))
-    region = (labels[0][:, None] * 3 + labels[1][None, :]).to(dtype)
-    wins = region.view(padded[0] // window[0], window[0], padded[1] // window[1], window[1])
-    wins = wins.permute(0, 2, 1, 3).reshape(-1, window[0] * window[1])
-    diff = wins[:, None, :] - wins[:, :, None]
-    return torch.zeros_like(diff).masked_fill(diff != 0, -100.0)
-
-
-def window_geometry(hw: Tuple[int, int], table_window: Tuple[int, int], shifted: bool,
-                    device: Optional[torch.device] = None, dtype: torch.dtype = torch.float32) -> WindowGeometry:
-    """timm's rule: a dimension no longer than the window is one unshifted window; else window // 2 shift."""
-    window = tuple(min(r, w) for r, w in zip(hw, table_window))
-    shift = tuple(w // 2 if shifted and r > w else 0 for r, w in zip(hw, table_window))
-    index = relative_position_index(window, table_window, device)
-    mask = None
-    if any(shift):
-        padded = tuple(-(-r // w) * w for r, w in zip(hw, window))
-        mask = shifted_window_mask(padded, window, shift, device, dtype)
-    return WindowGeometry(window, shift, index, mask)
-
-
-class SwinPosition(Position):
-    """One position of a Swin stage: (shifted) window attention + MLP of a shared block, with its own adapters,
-    LoRA, gates, norms and (by default) relative-position bias table. Odd positions run SW-MSA."""
-
-    def __init__(self, index: int, source: int, dim: int, num_heads: int, mlp_ratio: float,
-                 adapter: Optional[Dict[str, Any]], own_norms: bool, gated: bool, drop_path: float,
-                 shifted: bool, table_rows: int):
-        super().__init__(index, source, dim, num_heads, mlp_ratio, adapter, own_norms, gated, drop_path,
-                         window_size=0, rel_pos_size=0, norm_eps=_NORM_EPS)
-        self.shifted = shifted
-        self.relative_position_bias_table = (nn.Parameter(torch.zeros(table_rows, num_heads)) if table_rows
-                                             else None)
-
-    @torch.no_grad()
-    def export_state(self, block: SwinSharedBlock) -> Dict[str, torch.Tensor]:
-        """As :meth:`Position.export_state`, plus this position's bias table (its own, or its block's)."""
-        out = super().export_state(block)
-        table = self.relative_position_bias_table
-        table = table if table is not None else block.attn.relative_position_bias_table
-        out['attn.relative_position_bias_table'] = table.clone()
-        return out
-
-    def extra_repr(self) -> str:
-        return (f'index={self.index}, source={self.source}, {"SW-MSA" if self.shifted else "W-MSA"}, '
-                f'drop_path={self.drop_path:.3f}')
-
-    def _window_attention(self, h: torch.Tensor, block: SwinSharedBlock, geo: WindowGeometry) -> torch.Tensor:
-        B, H, W, C = h.shape
-        (wh, ww), (sh, sw) = geo.window, geo.shift
-        if sh or sw:
-            h = torch.roll(h, shifts=(-sh, -sw), dims=(1, 2))
-        pad_h, pad_w = (-H) % wh, (-W) % ww
-        if pad_h or pad_w:
-            h = F.pad(h, (0, 0, 0, pad_w, 0, pad_h))
-        Hp, Wp = H + pad_h, W + pad_w
-        win = h.view(B, Hp // wh, wh, Wp // ww, ww, C).permute(0, 1, 3, 2, 4, 5).reshape(-1, wh * ww, C)
-        Bw, N, _ = win.shape
-        qkv, carry = self.path.project_in(self.adapter_attn, win, block.attn.qkv)
-        q, k, v = qkv.reshape(Bw, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        table = self.relative_position_bias_table
-        if table is None:
-            table = block.attn.relative_position_bias_table
-        bias = table[geo.index.view(-1)].view(N, N, -1).permute(2, 0, 1).unsqueeze(0).to(q.dtype)
-        if geo.mask is not None:
-            nW = geo.mask.shape[0]
-            bias = (bias.unsqueeze(1) + geo.mask.to(q.dtype).view(1, nW, 1, N, N)).expand(
-                Bw // nW, -1, -1, -1, -1).reshape(Bw, self.num_heads, N, N)
-        o = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-        o = self.path.project_out(self.adapter_attn, o.transpose(1, 2).reshape(Bw, N, C), block.attn.proj, carry)
-        o = o.view(B, Hp // wh, Wp // ww, wh, ww, C).permute(0, 1, 3, 2, 4, 5).reshape(B, Hp, Wp, C)
-        if pad_h or pad_w:
-            o = o[:, :H, :W, :]
-        if sh or sw:
-            o = torch.roll(o, shifts=(sh, sw), dims=(1, 2))
-        return o
-
-    def forward(self, x: torch.Tensor, block: SwinSharedBlock,  # type: ignore[override]
-                geo: WindowGeometry) -> torch.Tensor:
-        """``x``: (B, H, W, C) feature map of the stage."""
-        norm1 = self.norm1 if self.norm1 is not None else block.norm1
-        norm2 = self.norm2 if self.norm2 is not None else block.norm2
-        x = self._residual(x, self._window_attention(norm1(x), block, geo), self.gate_attn)
-        return self._residual(x, self._mlp(norm2(x), block), self.gate_mlp)
-
-
-class PatchMerging(nn.Module):
-    """2x2 patch merging with timm's / Microsoft's channel order (x[0::2, 0::2], x[1::2, 0::2], x[0::2, 1::2],
-    x[1::2, 1::2]), then LayerNorm and a bias-free linear 4C -> 2C."""
-
-    def __init__(self, dim: int, out_dim: int):
-        super().__init__()
-        self.norm = nn.LayerNorm(4 * dim, eps=_NORM_EPS)
-        self.reduction = nn.Linear(4 * dim, out_dim, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, H, W, C = x.shape
-        if H % 2 or W % 2:
-            x = F.pad(x, (0, 0, 0, W % 2, 0, H % 2))
-            H, W = H + H % 2, W + W % 2
-        x = x.reshape(B, H // 2, 2, W // 2, 2, C).permute(0, 1, 3, 4, 2, 5).flatten(3)
-        return self.reduction(self.norm(x))
-
-
+@register_notrace_module   # a leaf for timm's torch.fx tracer: the window geometry branches on the map size
 class SwinStage(nn.Module):
-    """Optional patch merging, then the positions of one stage running its shared blocks."""
+    """Optional patch merging, then the positions of one stage running its shared blocks.
+
+    For torch.fx (timm's tracer, ``timm.layers.register_notrace_module``) the stage is a leaf; for TorchScript it
+    scripts as its mirror (``models/scripting.py``), which computes the window geometry in the graph.
+    """
 
     def __init__(self, dim: int, in_dim: int, num_heads: int, mlp_ratio: float, plan: DepthPlan,
                  table_window: Tuple[int, int], adapter: Optional[Dict[str, Any]], own_norms: bool,
@@ -292,8 +149,12 @@ class SwinStage(nn.Module):
                 x = pos(x, block, geo)
         return x
 
+    def __prepare_scriptable__(self) -> nn.Module:
+        from .scripting import ScriptSwinStage
+        return ScriptSwinStage(self)
 
-class ScaleNetSwin(nn.Module):
+
+class ScaleNetSwin(SwinTimmFace, nn.Module):
     """Swin Transformer grown stage by stage from ``arch``'s depths to ``depths`` with shared block weights.
 
     Args:
@@ -364,7 +225,8 @@ class ScaleNetSwin(nn.Module):
         self.function_preserving, self.drop_path_rate = function_preserving, drop_path_rate
         self.patch_size, self.embed_dims = a['patch_size'], a['embed_dims']
         self.num_heads = a['num_heads']
-        self.num_features = tuple(a['embed_dims'] << s for s in range(S))
+        # widths per stage; num_features keeps them for this backbone's users (timm's classifier: the last one)
+        self.stage_dims = self.num_features = tuple(a['embed_dims'] << s for s in range(S))
 
         C = a['embed_dims']
         self.patch_embed = nn.Module()
@@ -386,6 +248,7 @@ class ScaleNetSwin(nn.Module):
         self.layers = nn.ModuleList(stages)
         for i in out_indices:
             self.add_module(f'norm{i}', nn.LayerNorm(self.num_features[i], eps=_NORM_EPS))
+        self._init_head()   # timm's interface (models/swin_face.py): no classifier, no parameters
         self.init_cfg = dict(init_cfg) if init_cfg is not None else None
         self.reset_parameters()
 
@@ -442,7 +305,7 @@ class ScaleNetSwin(nn.Module):
         gates, unshared tensors, pretraining size, input channels, and ``out_type`` / ``out_indices`` (they decide
         which output norms exist). Runtime knobs (``drop_path_rate``, ``with_cp``, ``init_cfg``) are overrides.
         """
-        return _plain({
+        return plain_data({
             'arch': dict(self.arch),
             'depths': [p.depth for p in self.plans],
             'mapping': [list(p.sources) for p in self.plans],
@@ -491,15 +354,16 @@ class ScaleNetSwin(nn.Module):
                 if p % 2 != j % 2]
 
     # ---- forward ---------------------------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        if x.dim() != 4 or x.shape[1] != self.patch_embed.proj.in_channels:
+    def _stem(self, x: torch.Tensor) -> torch.Tensor:
+        """Input check (not in traced graphs), padding to whole patches, patch embedding: (B, h, w, C)."""
+        if not is_fx_tracing() and (x.dim() != 4 or x.shape[1] != self.patch_embed.proj.in_channels):
             raise ValueError(f'ScaleNetSwin expects images (B, {self.patch_embed.proj.in_channels}, H, W), got '
                              f'shape {tuple(x.shape)}')
-        ps = self.patch_size
-        pad_h, pad_w = (-x.shape[2]) % ps, (-x.shape[3]) % ps
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h))
-        x = self.patch_embed.norm(self.patch_embed.proj(x).permute(0, 2, 3, 1))
+        x = pad_to_multiple(x, self.patch_size)
+        return self.patch_embed.norm(self.patch_embed.proj(x).permute(0, 2, 3, 1))
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        x = self._stem(x)
         outs = []
         for s, stage in enumerate(self.layers):
             x = stage(x)
@@ -507,3 +371,8 @@ class ScaleNetSwin(nn.Module):
                 y = getattr(self, f'norm{s}')(x)
                 outs.append(y.mean((1, 2)) if self.out_type == 'pooled' else y.permute(0, 3, 1, 2).contiguous())
         return tuple(outs)
+
+    def __prepare_scriptable__(self) -> nn.Module:
+        """``torch.jit.script(model)`` scripts the TorchScript mirror (``models/scripting.py``): same tensors."""
+        from .scripting import script_mirror
+        return script_mirror(self)

@@ -16,14 +16,14 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
-from timm.layers import drop_path as stochastic_depth
-from timm.layers import resample_abs_pos_embed
-from timm.models.vision_transformer_sam import get_decomposed_rel_pos_bias, window_partition, window_unpartition
+from timm.layers import register_notrace_function, resample_abs_pos_embed
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..expansion import DepthPlan, MappingSpec, _unshared_names, drop_path_rates, make_depth_plan, spread_indices
-from .adapters import FusedPath, ReferencePath, build_adapters, parse_adapter_cfg
+from .adapters import parse_adapter_cfg
+from .position import Position, SharedBlock, _Attn, _Mlp, decomposed_rel_pos_bias  # noqa: F401 (re-exported)
+from .timm_face import ViTTimmFace, is_fx_tracing
 
 ARCHS: Dict[str, Dict[str, Any]] = {
     'deit-tiny': dict(embed_dims=192, num_layers=12, num_heads=3, mlp_ratio=4.0),
@@ -87,166 +87,7 @@ def _check_indices(values: Any, name: str) -> None:
         raise ValueError(f'{name} must be a sequence of integer positions, got {values!r}')
 
 
-class _Attn(nn.Module):
-    """Container for the shared attention weights (timm names ``qkv``, ``proj``)."""
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.qkv = nn.Linear(dim, dim * 3)
-        self.proj = nn.Linear(dim, dim)
-
-
-class _Mlp(nn.Module):
-    """Container for the shared MLP weights (timm names ``fc1``, ``fc2``)."""
-
-    def __init__(self, dim: int, hidden: int):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.fc2 = nn.Linear(hidden, dim)
-
-
-class SharedBlock(nn.Module):
-    """The weights of one pretrained layer, stored once and run by every position that maps to it."""
-
-    def __init__(self, dim: int, mlp_ratio: float, shared_norms: bool):
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=1e-6) if shared_norms else None
-        self.attn = _Attn(dim)
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6) if shared_norms else None
-        self.mlp = _Mlp(dim, int(dim * mlp_ratio))
-
-
-def decomposed_rel_pos_bias(q: torch.Tensor, grid: Tuple[int, int], rel_h: torch.Tensor,
-                            rel_w: torch.Tensor) -> torch.Tensor:
-    """MViTv2 / ViTDet decomposed relative-position bias (timm's) for queries ``q`` (B, heads, H*W, hd).
-
-    Returns an additive attention bias (B, heads, H*W, H*W); the tables are resized when ``grid`` differs from the
-    size they were made for.
-    """
-    B, nh, N, hd = q.shape
-    bias = get_decomposed_rel_pos_bias(q.reshape(B * nh, N, hd), rel_h.to(q.dtype), rel_w.to(q.dtype), grid, grid)
-    return bias.view(B, nh, N, N)
-
-
-class Position(nn.Module):
-    """One depth position: runs a :class:`SharedBlock` with its own adapters, gates, norms and attention pattern.
-
-    The block is passed at call time (not registered here), so the shared tensors appear once in the module tree.
-    """
-
-    def __init__(self, index: int, source: int, dim: int, num_heads: int, mlp_ratio: float,
-                 adapter: Optional[Dict[str, Any]], own_norms: bool, gated: bool, drop_path: float,
-                 window_size: int, rel_pos_size: int, norm_eps: float = 1e-6):
-        super().__init__()
-        self.index, self.source = index, source
-        self.num_heads, self.head_dim = num_heads, dim // num_heads
-        self.drop_path = drop_path
-        self.window_size = window_size
-        hidden = int(dim * mlp_ratio)
-        if own_norms:  # norm_eps: 1e-6 for timm's ViT, 1e-5 for its Swin (the Swin position subclasses this)
-            self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
-            self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
-        else:
-            self.norm1 = self.norm2 = None
-        # one interface for every kind (a no-op where there is none); LoRA deltas keep their keys lora.{target}
-        self.adapter_attn, self.adapter_mlp, self.lora = build_adapters(adapter, dim, hidden)
-        self.path = FusedPath   # set_fused(False): ReferencePath, the readable definition
-        if gated:  # function-preserving growth: an inserted position starts as the identity
-            # shape (1,), not a 0-dim scalar: FSDP2 cannot shard 0-dim parameters
-            self.gate_attn = nn.Parameter(torch.zeros(1))
-            self.gate_mlp = nn.Parameter(torch.zeros(1))
-        else:
-            self.gate_attn = self.gate_mlp = None
-        if rel_pos_size > 0:
-            size = window_size if window_size > 0 else rel_pos_size
-            self.rel_pos_h = nn.Parameter(torch.zeros(2 * size - 1, self.head_dim))
-            self.rel_pos_w = nn.Parameter(torch.zeros(2 * size - 1, self.head_dim))
-        else:
-            self.rel_pos_h = self.rel_pos_w = None
-
-    def extra_repr(self) -> str:
-        attn = f'window={self.window_size}' if self.window_size else 'global'
-        return f'index={self.index}, source={self.source}, {attn}, drop_path={self.drop_path:.3f}'
-
-    # ---- adapters ------------------------------------------------------------------------------------------
-    @property
-    def fused(self) -> bool:
-        return self.path is FusedPath
-
-    def set_fused(self, fused: bool) -> None:
-        """Fused kernels (fast, default) or the plain reference implementation of the adapters."""
-        self.path = FusedPath if fused else ReferencePath
-
-    @torch.no_grad()
-    def export_state(self, block: SharedBlock) -> Dict[str, torch.Tensor]:
-        """This position as the state dict of a plain timm ``Block``: its norms, the shared weights with its
-        adapters merged (``ValueError`` when they cannot be) and its residual gates folded into ``attn.proj`` /
-        ``mlp.fc2``. Untied export writes it as block ``index``."""
-        out: Dict[str, torch.Tensor] = {}
-        for name, own, shared in (('norm1', self.norm1, block.norm1), ('norm2', self.norm2, block.norm2)):
-            norm = own if own is not None else shared
-            out[f'{name}.weight'], out[f'{name}.bias'] = norm.weight.clone(), norm.bias.clone()
-        for site, adapter, gate, first, second in (
-                (('attn.qkv', 'attn.proj'), self.adapter_attn, self.gate_attn, block.attn.qkv, block.attn.proj),
-                (('mlp.fc1', 'mlp.fc2'), self.adapter_mlp, self.gate_mlp, block.mlp.fc1, block.mlp.fc2)):
-            weights = adapter.merged_weights(first.weight.float(), second.weight.float())
-            for name, linear, weight in zip(site, (first, second), weights):
-                bias = linear.bias.float()
-                if linear is second and gate is not None:
-                    weight, bias = weight * gate.float(), bias * gate.float()
-                out[f'{name}.weight'] = weight.to(linear.weight.dtype).contiguous()
-                out[f'{name}.bias'] = bias.to(linear.bias.dtype).contiguous()
-        return out
-
-    # ---- helpers --------------------------------------------------------------------------------------------
-    def _residual(self, x: torch.Tensor, branch: torch.Tensor, gate: Optional[torch.Tensor]) -> torch.Tensor:
-        if gate is not None:
-            branch = branch * gate
-        return x + stochastic_depth(branch, self.drop_path, self.training)
-
-    # ---- sub-layers -----------------------------------------------------------------------------------------
-    def _attention(self, h: torch.Tensor, block: SharedBlock, grid: Optional[Tuple[int, int]]) -> torch.Tensor:
-        """Multi-head self-attention over the tokens of ``h`` (B, N, C); ``grid`` = (H, W) for rel-pos."""
-        B, N, C = h.shape
-        qkv, carry = self.path.project_in(self.adapter_attn, h, block.attn.qkv)
-        q, k, v = qkv.reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        bias = None
-        if self.rel_pos_h is not None and grid is not None:
-            bias = decomposed_rel_pos_bias(q, grid, self.rel_pos_h, self.rel_pos_w)
-        o = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-        o = o.transpose(1, 2).reshape(B, N, C)
-        return self.path.project_out(self.adapter_attn, o, block.attn.proj, carry)
-
-    def _mlp(self, h: torch.Tensor, block: SharedBlock) -> torch.Tensor:
-        z, carry = self.path.project_in(self.adapter_mlp, h, block.mlp.fc1)
-        # rebind, don't nest: holding fc1's output through fc2 (as F.gelu(z) in the call would) keeps two
-        # hidden-size buffers alive at once, and on CPU glibc then hands the pair back to the OS after every
-        # block, so the next block page-faults them in again (measured: gelu 3x slower in inference)
-        z = F.gelu(z)
-        return self.path.project_out(self.adapter_mlp, z, block.mlp.fc2, carry)
-
-    def forward(self, x: torch.Tensor, block: SharedBlock) -> torch.Tensor:
-        """``x``: (B, N, C) tokens (class-token mode) or (B, H, W, C) feature map (dense mode)."""
-        norm1 = self.norm1 if self.norm1 is not None else block.norm1
-        norm2 = self.norm2 if self.norm2 is not None else block.norm2
-        h = norm1(x)
-        if x.dim() == 4:
-            B, H, W, C = x.shape
-            if self.window_size > 0:
-                ws = self.window_size
-                windows, padded = window_partition(h, ws)
-                a = self._attention(windows.reshape(-1, ws * ws, C), block, (ws, ws))
-                a = window_unpartition(a.view(-1, ws, ws, C), ws, (H, W), padded)
-            else:
-                a = self._attention(h.reshape(B, H * W, C), block, (H, W)).view(B, H, W, C)
-        else:
-            a = self._attention(h, block, None)
-        x = self._residual(x, a, self.gate_attn)
-        x = self._residual(x, self._mlp(norm2(x), block), self.gate_mlp)
-        return x
-
-
-class ScaleNetViT(nn.Module):
+class ScaleNetViT(ViTTimmFace, nn.Module):
     """ViT grown from ``arch``'s depth L to ``depth`` D with shared layer weights (ScaleNet).
 
     Args:
@@ -262,7 +103,8 @@ class ScaleNetViT(nn.Module):
         drop_path_rate: stochastic depth, linear over the D positions.
         out_type: 'cls_token' -> tuple with the final-normed class token (B, C); 'featmap' -> tuple of
             (B, C, ceil(H/16), ceil(W/16)) maps (ViTDet style, no class token) at ``out_indices``.
-        out_indices: positions whose outputs are returned in 'featmap' mode (default: the last).
+        out_indices: positions whose outputs are returned (default: the last): maps ('featmap') or class tokens
+            ('cls_token'; the last position's through the final norm, the others raw, as mmpretrain's ViT).
         window_size: > 0 runs window attention in 'featmap' mode, except at ``global_indices``.
         global_indices: positions with global attention (default: 4 spread evenly over D, the last included).
         use_rel_pos: decomposed relative-position tables per position ('featmap' mode; zero-initialised).
@@ -343,11 +185,13 @@ class ScaleNetViT(nn.Module):
         self.positions = nn.ModuleList(
             Position(p, j, C, self.num_heads, a['mlp_ratio'], self.adapter_cfg, own_norms,
                      gated=function_preserving and self.plan.inserted[p], drop_path=rates[p],
-                     window_size=0 if p in global_indices else window_size, rel_pos_size=rel_size)
+                     window_size=0 if p in global_indices else window_size, rel_pos_size=rel_size,
+                     dense=out_type == 'featmap')
             for p, j in enumerate(self.plan.sources))
         self.norm = nn.LayerNorm(C, eps=1e-6) if out_type == 'cls_token' else None
         self.init_cfg = dict(init_cfg) if init_cfg is not None else None
-        self.num_classes, self.global_pool, self.head = 0, 'token', nn.Identity()  # timm API: reset_classifier
+        # timm's interface (models/timm_face.py): reset_classifier sets the head; drop_rate of timm's classifiers
+        self.num_classes, self.global_pool, self.head, self.head_drop = 0, 'token', nn.Identity(), nn.Identity()
         self.reset_parameters()
 
     # ---- the architecture as plain data --------------------------------------------------------------------
@@ -438,22 +282,7 @@ class ScaleNetViT(nn.Module):
         return self.positions[p].export_state(self.blocks[self.plan.sources[p]])
 
     # ---- forward ---------------------------------------------------------------------------------------------
-    def _pos_embed_for(self, grid: Tuple[int, int]) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Class-slot and spatial position embeddings, the latter resized (bicubic) to ``grid`` if needed."""
-        pos_embed = self.pos_embed
-        if tuple(grid) != self.grid:
-            pos_embed = resample_abs_pos_embed(pos_embed, list(grid), list(self.grid), num_prefix_tokens=1,
-                                               antialias=False)
-        return pos_embed[:, :1], pos_embed[:, 1:]
-
-    def _run(self, p: int, x: torch.Tensor) -> torch.Tensor:
-        pos, block = self.positions[p], self.blocks[self.plan.sources[p]]
-        if self.with_cp and self.training and torch.is_grad_enabled():
-            return checkpoint(pos, x, block, use_reentrant=False)
-        return pos(x, block)
-
-    def _encode(self, x: torch.Tensor) -> Tuple[torch.Tensor, List[torch.Tensor]]:
-        """Patch embedding and every position: (last hidden state, the 'featmap' outputs at ``out_indices``)."""
+    def _check_input(self, x: torch.Tensor) -> None:
         if x.dim() != 4:
             raise ValueError(f'ScaleNetViT expects images (B, C, H, W), got shape {tuple(x.shape)}')
         if x.shape[1] != self.patch_embed.proj.in_channels:
@@ -461,89 +290,90 @@ class ScaleNetViT(nn.Module):
                              f'{x.shape[1]} (shape {tuple(x.shape)})')
         if x.shape[2] == 0 or x.shape[3] == 0:
             raise ValueError(f'ScaleNetViT got images of size 0 (shape {tuple(x.shape)}): H and W must be >= 1')
-        ps = self.patch_size
-        pad_h, pad_w = (-x.shape[2]) % ps, (-x.shape[3]) % ps
-        if pad_h or pad_w:  # any input size: pad bottom/right to whole patches
-            x = F.pad(x, (0, pad_w, 0, pad_h))
-        x = self.patch_embed.proj(x)
-        B, C, H, W = x.shape
+
+    def _embed(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
+        """Patch and position embedding: tokens (B, 1 + h*w, C) or map (B, h, w, C), and the grid (h, w)."""
+        if not is_fx_tracing():   # Python checks on shapes: not in a traced graph
+            self._check_input(x)
+        x = self.patch_embed.proj(pad_to_multiple(x, self.patch_size))  # any input size: whole patches
+        B, H, W = x.shape[0], x.shape[2], x.shape[3]
         cls_pos, spatial_pos = self._pos_embed_for((H, W))
-        outs: List[torch.Tensor] = []
         if self.out_type == 'cls_token':
             x = x.flatten(2).transpose(1, 2)
             x = torch.cat([self.cls_token.expand(B, -1, -1) + cls_pos, x + spatial_pos], dim=1)
-            for p in range(self.plan.depth):
-                x = self._run(p, x)
-            return x, outs
-        x = x.permute(0, 2, 3, 1) + spatial_pos.view(1, H, W, C)
-        for p in range(self.plan.depth):
+        else:
+            x = x.permute(0, 2, 3, 1) + spatial_pos.reshape(1, H, W, self.embed_dims)
+        return x, (H, W)
+
+    def _pos_embed_for(self, grid: Tuple[int, int]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Class-slot and spatial position embeddings, the latter resized (bicubic) to ``grid`` if needed."""
+        pos = resample_pos_embed(self.pos_embed, grid[0], grid[1], self.grid[0], self.grid[1])
+        return pos[:, :1], pos[:, 1:]
+
+    def _run(self, p: int, x: torch.Tensor) -> torch.Tensor:
+        pos, block = self.positions[p], self.blocks[self.plan.sources[p]]
+        if self.with_cp and self.training and torch.is_grad_enabled():
+            return checkpoint(pos, x, block, use_reentrant=False)
+        return pos(x, block)
+
+    def _encode(self, x: torch.Tensor, collect: bool = False) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+        """Embedding and every position: (last hidden state, with ``collect`` the outputs at ``out_indices``)."""
+        x, _ = self._embed(x)
+        outs: List[torch.Tensor] = []
+        last = len(self.positions) - 1
+        for p in range(last + 1):
             x = self._run(p, x)
-            if p in self.out_indices:
-                outs.append(x.permute(0, 3, 1, 2).contiguous())
+            if collect and p in self.out_indices:
+                if self.out_type == 'featmap':
+                    outs.append(x.permute(0, 3, 1, 2).contiguous())
+                else:   # mmpretrain's convention: the final norm follows the last position only
+                    outs.append((self.norm(x) if p == last else x)[:, 0])
         return x, outs
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        """OpenMMLab backbone output: ``(class token,)`` or the feature maps at ``out_indices``."""
-        x, outs = self._encode(x)
-        if self.out_type == 'cls_token':
-            return (self.norm(x)[:, 0],)
-        return tuple(outs)
+        """OpenMMLab backbone output: the class token (final-normed at the last position, mmpretrain's
+        ``out_type='cls_token'``) or the feature map at each of ``out_indices``."""
+        return tuple(self._encode(x, collect=True)[1])
 
-    # ---- timm's model interface (forward stays OpenMMLab's tuple) -----------------------------------------------
-    @property
-    def num_features(self) -> int:
-        """Width of the features ``forward_head`` pools (timm's name)."""
-        return self.embed_dims
+    def _load_from_state_dict(self, state_dict: Dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        """Any ``load_state_dict`` (mmengine's ``load_checkpoint`` too) resizes a square ``pos_embed`` of another
+        grid to this model's (bicubic, class slot kept), as mmpretrain's ViT does for a 224 checkpoint in a 384
+        model."""
+        key = prefix + 'pos_embed'
+        value = state_dict.get(key)
+        own = self.pos_embed
+        if isinstance(value, torch.Tensor) and value.dim() == 3 and value.shape[0] == 1 and \
+                value.shape[2] == own.shape[2] and value.shape[1] != own.shape[1]:
+            side = math.isqrt(value.shape[1] - 1)
+            if side * side == value.shape[1] - 1:
+                state_dict[key] = resample_abs_pos_embed(value, list(self.grid), [side, side], num_prefix_tokens=1,
+                                                         antialias=False)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """timm: the final-normed tokens (B, 1 + h*w, C), or in 'featmap' mode the last map (B, C, h, w)."""
-        x, _ = self._encode(x)
-        return self.norm(x) if self.out_type == 'cls_token' else x.permute(0, 3, 1, 2)
+    def __prepare_scriptable__(self) -> nn.Module:
+        """``torch.jit.script(model)`` scripts this model's TorchScript mirror (same tensors, plain ops; see
+        ``models/scripting.py``): the shared blocks are passed to the positions at call time, which TorchScript
+        cannot express."""
+        from .scripting import script_mirror
+        return script_mirror(self)
 
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """timm: pool :meth:`forward_features` (class token, or the average with ``global_pool='avg'``) and apply
-        the classifier set by :meth:`reset_classifier` (none by default)."""
-        if x.dim() == 4:
-            x = x.mean(dim=(2, 3))
-        elif self.global_pool == 'avg':
-            x = x[:, 1:].mean(dim=1)
-        else:
-            x = x[:, 0]
-        return x if pre_logits else self.head(x)
 
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        """timm: a new linear classifier with ``num_classes`` outputs (0: none); ``global_pool`` 'token' | 'avg'."""
-        if global_pool is not None:
-            if global_pool not in ('token', 'avg'):
-                raise ValueError(f'global_pool must be "token" or "avg", got {global_pool!r}')
-            self.global_pool = global_pool
-        self.num_classes = int(num_classes)
-        self.head = nn.Linear(self.embed_dims, self.num_classes) if self.num_classes > 0 else nn.Identity()
-        if self.num_classes > 0:
-            nn.init.trunc_normal_(self.head.weight, std=0.02)
-            nn.init.zeros_(self.head.bias)
+@torch.fx.wrap
+def pad_to_multiple(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Pad images (B, C, H, W) bottom / right to whole patches (a leaf for torch.fx: branches on the shape)."""
+    pad_h, pad_w = (-x.shape[2]) % size, (-x.shape[3]) % size
+    if pad_h > 0 or pad_w > 0:
+        x = F.pad(x, (0, pad_w, 0, pad_h))
+    return x
 
-    def get_classifier(self) -> nn.Module:
-        return self.head
 
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """timm: activation checkpointing per position (same as ``with_cp``)."""
-        self.with_cp = bool(enable)
+@torch.fx.wrap
+def resample_pos_embed(pos_embed: torch.Tensor, h: int, w: int, gh: int, gw: int) -> torch.Tensor:
+    """timm's position embedding (class slot + ``gh x gw``) resized (bicubic) to ``h x w`` (a leaf for torch.fx)."""
+    if h == gh and w == gw:
+        return pos_embed
+    return resample_abs_pos_embed(pos_embed, [h, w], [gh, gw], num_prefix_tokens=1, antialias=False)
 
-    def no_weight_decay(self) -> set:
-        """timm: parameters its optimizer factory keeps out of weight decay."""
-        return {'pos_embed', 'cls_token'}
 
-    @property
-    def pretrained_cfg(self) -> Dict[str, Any]:
-        """timm: input and normalisation of the model (``timm.data.resolve_data_config`` reads it)."""
-        cfg = getattr(self, '_pretrained_cfg', None)
-        if cfg is not None:
-            return cfg
-        return dict(input_size=(self.patch_embed.proj.in_channels, *self.img_size), interpolation='bicubic',
-                    crop_pct=0.875, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
-                    num_classes=self.num_classes, first_conv='patch_embed.proj', classifier='head')
-
-    @pretrained_cfg.setter
-    def pretrained_cfg(self, value: Mapping[str, Any]) -> None:
-        self._pretrained_cfg = dict(value)
+register_notrace_function(pad_to_multiple)
+register_notrace_function(resample_pos_embed)
