@@ -20,10 +20,7 @@ _SECTION_TYPES = {'train_cfg': None, 'val_cfg': 'ValLoop', 'test_cfg': 'TestLoop
                   'test_dataloader': 'DataLoader'}
 
 
-class ToolError(Exception):
-    """A user error found by a tool (bad path, bad key, bad value): printed without a traceback."""
-
-
+from .tool_error import ToolError  # noqa: E402  (here since the first release: every tool imports it from here)
 from .workdir import LOCK_NAME, WorkDirGuard, WorkDirLock  # noqa: E402  (re-exported: the tools import them here)
 
 

@@ -7,6 +7,8 @@ import shutil
 import sys
 from typing import Any, Callable, List, Mapping, Optional
 
+from .tool_error import ToolError
+
 
 class WorkDirGuard:
     """Remembers what a work dir held before a run, so a run that fails before training can undo what it added
@@ -135,5 +137,4 @@ def _drop_locks_in_child() -> None:
 
 
 def _tool_error(message: str) -> Exception:
-    from .tools_common import ToolError
     return ToolError(message)

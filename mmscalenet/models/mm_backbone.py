@@ -21,7 +21,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Union
 from mmengine.model import BaseModule
 from torch import nn
 
-from ..checkpoint import CheckpointError, load_into_backbone, resolve_checkpoint, split_checkpoint
+from ..checkpoint import CheckpointError, load_backbone, resolve_checkpoint, split_checkpoint
 from .adapters import LoRA, ParallelAdapter
 from .swin import ScaleNetSwin
 from .vit import ScaleNetViT
@@ -153,7 +153,7 @@ class ScaleNetViTModule(ScaleNetViT, _OpenMMLabBackbone):
         """Load and expand a checkpoint; with ``prefix``, only its keys under ``prefix`` (stripped)."""
         if not prefix:
             return super().load_pretrained(checkpoint, allow_other_plan, **kwargs)
-        return self._load_prefixed(checkpoint, prefix, load_into_backbone, allow_other_plan, **kwargs)
+        return self._load_prefixed(checkpoint, prefix, load_backbone, allow_other_plan, **kwargs)
 
 
 class ScaleNetSwinModule(ScaleNetSwin, _OpenMMLabBackbone):
@@ -185,8 +185,7 @@ class ScaleNetSwinModule(ScaleNetSwin, _OpenMMLabBackbone):
         """Load and expand a Swin checkpoint; with ``prefix``, only its keys under ``prefix`` (stripped)."""
         if not prefix:
             return super().load_pretrained(checkpoint, allow_other_plan, **kwargs)
-        from ..swin_checkpoint import load_into_swin
-        return self._load_prefixed(checkpoint, prefix, load_into_swin, allow_other_plan, **kwargs)
+        return self._load_prefixed(checkpoint, prefix, load_backbone, allow_other_plan, **kwargs)
 
 
 def _as_list(init_cfg: Any) -> List[Dict[str, Any]]:

@@ -20,7 +20,7 @@ from torch import nn
 from .adapters import ParallelAdapter
 from .position import decomposed_rel_pos_bias
 from .swin_windows import WindowGeometry, window_geometry
-from .vit import pad_to_multiple, resample_pos_embed
+from .shape_ops import pad_to_multiple, resample_pos_embed
 
 
 class ScriptPosition(nn.Module):

@@ -47,7 +47,8 @@ from .swin_face import SwinTimmFace
 from .swin_position import _NORM_EPS, PatchMerging, SwinPosition, SwinSharedBlock
 from .swin_windows import WindowGeometry, relative_position_index, shifted_window_mask, window_geometry  # noqa: F401
 from .timm_face import is_fx_tracing
-from .vit import pad_to_multiple, plain_data
+from .shape_ops import pad_to_multiple
+from .vit import plain_data
 
 torch.fx.wrap('pad_to_multiple')   # a leaf for torch.fx here too (it branches on the input size)
 

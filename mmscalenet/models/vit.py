@@ -15,15 +15,18 @@ import numbers
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
-import torch.nn.functional as F
-from timm.layers import register_notrace_function, resample_abs_pos_embed
+from timm.layers import resample_abs_pos_embed
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..expansion import DepthPlan, MappingSpec, _unshared_names, drop_path_rates, make_depth_plan, spread_indices
 from .adapters import parse_adapter_cfg
 from .position import Position, SharedBlock, _Attn, _Mlp, decomposed_rel_pos_bias  # noqa: F401 (re-exported)
+from .shape_ops import pad_to_multiple, resample_pos_embed  # noqa: F401 (re-exported)
 from .timm_face import ViTTimmFace, is_fx_tracing
+
+torch.fx.wrap('pad_to_multiple')      # leaves for torch.fx in this module too (they branch on the input size)
+torch.fx.wrap('resample_pos_embed')
 
 ARCHS: Dict[str, Dict[str, Any]] = {
     'deit-tiny': dict(embed_dims=192, num_layers=12, num_heads=3, mlp_ratio=4.0),
@@ -356,24 +359,3 @@ class ScaleNetViT(ViTTimmFace, nn.Module):
         cannot express."""
         from .scripting import script_mirror
         return script_mirror(self)
-
-
-@torch.fx.wrap
-def pad_to_multiple(x: torch.Tensor, size: int) -> torch.Tensor:
-    """Pad images (B, C, H, W) bottom / right to whole patches (a leaf for torch.fx: branches on the shape)."""
-    pad_h, pad_w = (-x.shape[2]) % size, (-x.shape[3]) % size
-    if pad_h > 0 or pad_w > 0:
-        x = F.pad(x, (0, pad_w, 0, pad_h))
-    return x
-
-
-@torch.fx.wrap
-def resample_pos_embed(pos_embed: torch.Tensor, h: int, w: int, gh: int, gw: int) -> torch.Tensor:
-    """timm's position embedding (class slot + ``gh x gw``) resized (bicubic) to ``h x w`` (a leaf for torch.fx)."""
-    if h == gh and w == gw:
-        return pos_embed
-    return resample_abs_pos_embed(pos_embed, [h, w], [gh, gw], num_prefix_tokens=1, antialias=False)
-
-
-register_notrace_function(pad_to_multiple)
-register_notrace_function(resample_pos_embed)
