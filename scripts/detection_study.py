@@ -12,6 +12,8 @@ Why does the grown backbone's classification lead not carry into the detection s
                   CACHE/NAME/seed<k>/<run>.json (a finished run is not redone); --eval-every logs val mAP
     report NAMES  mean +- std over the seeds of each experiment (markdown)
     plot NAME     val bbox mAP against iterations (from --eval-every) for each backbone, mean over the seeds
+    seeds-json NAME  the demo's docs/demo_seeds.json format (tools/demo.py --seeds) from CACHE/seed<k>/'s
+                  classification summaries and experiment NAME's detectors, when NAME is the demo's recipe
 
 Trainings run two at a time, one torch thread each (mmscalenet.demo.jobs), as in the demo.
 """
@@ -150,7 +152,19 @@ def _classify_job(cache, seed):
     return seed
 
 
-def _detect_job(run, cache, name, seed, max_iters, options, eval_every, style):
+def _detect_job(*args):
+    """One detector (:func:`_train_detector`); a failure's traceback is written next to the results."""
+    try:
+        return _train_detector(*args)
+    except BaseException:
+        import traceback
+        run, cache, name, seed = args[:4]
+        with open(osp.join(cache, name, f'seed{seed}', f'{run}.error'), 'w') as f:
+            f.write(traceback.format_exc())
+        raise
+
+
+def _train_detector(run, cache, name, seed, max_iters, options, eval_every, style):
     from mmengine.hooks import Hook
     from mmengine.runner import Runner
 
@@ -172,8 +186,9 @@ def _detect_job(run, cache, name, seed, max_iters, options, eval_every, style):
 
     class _Curve(Hook):
         def after_val_epoch(self, runner, metrics=None):
-            curve.append(dict(iter=runner.iter, bbox_mAP=float(metrics['coco/bbox_mAP']),
-                              bbox_mAP_50=float(metrics['coco/bbox_mAP_50']), segm_mAP=float(metrics['coco/segm_mAP'])))
+            # an empty prediction set gives no COCO figures: 0 (no box found)
+            curve.append(dict(iter=runner.iter, **{k: float((metrics or {}).get(f'coco/{k}', 0.0))
+                                                   for k in ('bbox_mAP', 'bbox_mAP_50', 'segm_mAP')}))
 
     runner = Runner.from_cfg(cfg)
     runner.register_hook(_Curve(), priority='LOWEST')
@@ -259,11 +274,40 @@ def plot(cache, name, out):
     plt.close(fig)
 
 
+def seeds_json(cache, name, seeds, out):
+    """tools/demo.py's seeds.json (mean, std, range per figure) from the study's runs of the demo's recipe."""
+    import platform
+
+    import torch
+    tools = osp.join(ROOT, 'tools')
+    sys.path.insert(0, tools)
+    from demo import spread
+    det = _results(cache, name)
+    summaries = {}
+    for seed in seeds:
+        with open(osp.join(cache, f'seed{seed}', 'summary.json')) as f:
+            summary = json.load(f)
+        summary['detection'] = {run: det[run][seed] for run in ('base', 'scalenet', 'scratch')}
+        summaries[seed] = summary
+    result = dict(seeds=list(seeds), stats=spread(summaries),
+                  machine=f'{os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}, torch '
+                          f'{torch.__version__}, 1 thread(s) per training',
+                  command=f'python scripts/detection_study.py classify --seeds {" ".join(map(str, seeds))}; '
+                          f'python scripts/detection_study.py detect {name} ...; '
+                          f'python scripts/detection_study.py seeds-json {name}',
+                  note='the demo\'s configs and seeds, run by scripts/detection_study.py (same jobs, threads and '
+                       'seeds as tools/demo.py), not by tools/demo.py --seeds')
+    with open(out, 'w') as f:
+        json.dump(result, f, indent=2)
+    return result
+
+
 def main(argv=None):
     from mmengine.config import DictAction
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], epilog=__doc__.split('\n\n', 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('command', choices=['lr-table', 'equivalence', 'classify', 'detect', 'report', 'plot'])
+    p.add_argument('command', choices=['lr-table', 'equivalence', 'classify', 'detect', 'report', 'plot',
+                                        'seeds-json'])
     p.add_argument('names', nargs='*', help='experiment name(s) (detect / plot: one)')
     p.add_argument('--cache', default='work_dirs/detection_study')
     p.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
@@ -295,6 +339,8 @@ def main(argv=None):
         detect(a)
     elif a.command == 'report':
         print(report(a.cache, a.names))
+    elif a.command == 'seeds-json':
+        print(json.dumps(seeds_json(a.cache, a.names[0], a.seeds, a.out)['stats'], indent=1))
     else:
         plot(a.cache, a.names[0], a.out)
 
