@@ -215,7 +215,7 @@ def detect(args):
         _scenes(args.cache, seed, args.style)
     jobs = [(f'{run}/{seed}', _detect_job, (run, args.cache, args.name, seed, args.max_iters, options,
                                              args.eval_every, args.style))
-            for seed in args.seeds for run in args.runs
+            for run in args.runs for seed in args.seeds   # backbone by backbone: a cut-off run loses the last
             if not osp.isfile(osp.join(args.cache, args.name, f'seed{seed}', f'{run}.json'))]
     for seed in args.seeds:
         os.makedirs(osp.join(args.cache, args.name, f'seed{seed}'), exist_ok=True)
@@ -340,7 +340,9 @@ def main(argv=None):
     elif a.command == 'report':
         print(report(a.cache, a.names))
     elif a.command == 'seeds-json':
-        print(json.dumps(seeds_json(a.cache, a.names[0], a.seeds, a.out)['stats'], indent=1))
+        sys.path.insert(0, osp.join(ROOT, 'tools'))
+        from demo import spread_table
+        print(spread_table(seeds_json(a.cache, a.names[0], a.seeds, a.out)['stats'], a.seeds))
     else:
         plot(a.cache, a.names[0], a.out)
 
