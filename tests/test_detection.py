@@ -402,6 +402,45 @@ def test_digit_scenes_are_deterministic_coco(tmp_path):
     assert os.path.getmtime(a['train_ann']) == stamp
 
 
+def test_cluttered_scenes_are_harder_and_their_masks_stay_exact():
+    """The default ('cluttered') scenes: several digits of a wider scale range that may overlap, unannotated
+    shapes; each pixel belongs to at most one mask (the visible ink), boxes are the masks' tight boxes."""
+    images, labels = digit_scenes._digits()
+    pool = digit_scenes.split_pools(labels)['train']
+    rng = np.random.default_rng([7, 0])
+    sizes, counts, overlaps = [], [], 0
+    for _ in range(40):
+        img, inst = digit_scenes.make_cluttered_scene(rng, images, labels, pool)
+        assert img.shape == (96, 96, 3) and img.dtype == np.uint8
+        counts.append(len(inst))
+        masks = np.stack([i['mask'] for i in inst]).astype(int)
+        assert masks.sum(0).max() <= 1                  # no pixel in two masks
+        for i in inst:
+            assert i['mask'].sum() >= 12
+            ys, xs = np.nonzero(i['mask'])
+            assert i['bbox'] == [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]
+            sizes.append(max(i['bbox'][2:]))
+        boxes = [i['bbox'] for i in inst]
+        overlaps += sum(1 for a in range(len(boxes)) for b in range(a) if
+                        min(boxes[a][0] + boxes[a][2], boxes[b][0] + boxes[b][2]) > max(boxes[a][0], boxes[b][0]) and
+                        min(boxes[a][1] + boxes[a][3], boxes[b][1] + boxes[b][3]) > max(boxes[a][1], boxes[b][1]))
+    assert max(counts) >= 4 and min(counts) >= 1
+    assert min(sizes) < 18 and max(sizes) > 38          # a wider scale range than the plain style's 20-40 px
+    assert overlaps > 0                                  # digits do overlap
+
+
+def test_digit_scene_styles_differ_and_plain_keeps_the_previous_layout(tmp_path):
+    plain = digit_scenes.generate(str(tmp_path / 'p'), num_train=4, num_val=2, seed=3, style='plain')
+    clut = digit_scenes.generate(str(tmp_path / 'c'), num_train=4, num_val=2, seed=3)
+    settings = json.load(open(osp.join(clut['root'], 'scenes.json')))
+    assert settings['style'] == 'cluttered' and settings['max_digits'] == 5 and settings['size_range'] == [14, 44]
+    assert json.load(open(osp.join(plain['root'], 'scenes.json')))['size_range'] == [20, 40]
+    assert open(osp.join(plain['train_img'], '000000.png'), 'rb').read() != \
+        open(osp.join(clut['train_img'], '000000.png'), 'rb').read()
+    with pytest.raises(ValueError, match='style'):
+        digit_scenes.generate(str(tmp_path / 'x'), num_train=1, num_val=1, style='hard')
+
+
 def test_digit_scenes_val_digits_are_the_classification_val_split():
     from mmscalenet.datasets.digits import split_indices
     _, labels = digit_scenes._digits()

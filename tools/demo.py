@@ -10,7 +10,8 @@
 Writes summary.json, classification.md, detection.md and PNGs (accuracy curves, predictions) into --work-dir.
 With --seeds, runs the whole demo once per seed (into <work-dir>/seed_<k>/) and writes seeds.json / seeds.md with
 the mean and spread of every figure. A one-seed run says where its figures fall against the spread recorded in
-docs/demo_seeds.json (made by `tools/demo.py --seeds 0 1 2` on the project's 2-core machine).
+docs/demo_seeds.json (three seeds of the demo's recipe on the project's 2-core machine; its "command" says what
+made it).
 
 One seed gives one result on a given machine and thread count: the trainings run on MMSCALENET_THREADS torch
 threads (default 1), data order and augmentation come from the seed, and nothing depends on timing.

@@ -1,5 +1,6 @@
 # Embedded detection stand-in (CPU, no downloads): Mask R-CNN on digit scenes (mmscalenet/demo/digit_scenes.py,
-# 96x96 canvases with one to three sklearn digits), backbone = the depth-L "pretrained" ViT of the classification half.
+# 96x96 cluttered canvases with one to five sklearn digits among distractor shapes), backbone = the depth-L
+# "pretrained" ViT of the classification half.
 # `python -m mmscalenet.demo.detection` (or `make demo`) generates the data, fills in the paths and runs this
 # config and digits_det_scalenet.py; by hand:
 #   python -m mmscalenet.demo.digit_scenes work_dirs/demo/detection/scenes

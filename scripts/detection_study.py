@@ -1,0 +1,351 @@
+#!/usr/bin/env python
+"""The detection-transfer study of issue 19 (docs/detection_transfer.md): diagnostics and experiments.
+
+Why does the grown backbone's classification lead not carry into the detection stand-in? Subcommands:
+
+    lr-table      the lr every kind of backbone tensor gets in the demo's detection configs (no training)
+    equivalence   grown == its untied copy on feature maps: outputs and gradients, fused and reference path,
+                  the demo's global attention and window + rel-pos (no training)
+    classify      the demo's classification half once per seed into CACHE/seed<k>/ (the backbones every detection
+                  experiment starts from), plus the untied copy of the grown backbone
+    detect NAME   one experiment: detectors on CACHE/seed<k>/'s backbones with --cfg-options, results into
+                  CACHE/NAME/seed<k>/<run>.json (a finished run is not redone); --eval-every logs val mAP
+    report NAMES  mean +- std over the seeds of each experiment (markdown)
+    plot NAME     val bbox mAP against iterations (from --eval-every) for each backbone, mean over the seeds
+    seeds-json NAME  the demo's docs/demo_seeds.json format (tools/demo.py --seeds) from CACHE/seed<k>/'s
+                  classification summaries and experiment NAME's detectors, when NAME is the demo's recipe
+
+Trainings run two at a time, one torch thread each (mmscalenet.demo.jobs), as in the demo.
+"""
+import argparse
+import glob
+import json
+import os
+import os.path as osp
+import statistics
+import sys
+import time
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, ROOT)
+RUNS = ('base', 'scalenet', 'scratch', 'untied')
+UNTIED_BACKBONE = 'classification/untied_backbone.pth'
+TENSORS = ('patch_embed.proj.weight', 'pos_embed', 'blocks.0.attn.qkv.weight', 'blocks.3.attn.qkv.weight',
+           'blocks.7.attn.qkv.weight', 'positions.0.adapter_attn.down.weight', 'positions.3.adapter_attn.down.weight',
+           'positions.7.adapter_attn.down.weight', 'positions.0.norm1.weight')
+
+
+# ---- the untied copy -------------------------------------------------------------------------------------------
+def untie(grown):
+    """The same network without sharing: a ScaleNetViT of base depth D whose block p is a copy of the block that
+    position p of ``grown`` runs; adapters, norms, rel-pos tables and embeddings copied as they are."""
+    from mmscalenet.models.vit import ScaleNetViT
+    cfg = grown.config()
+    D = grown.plan.depth
+    kw = dict(cfg, arch=dict(cfg['arch'], num_layers=D), depth=D, mapping='cyclic')
+    untied = ScaleNetViT(**kw, drop_path_rate=grown.drop_path_rate, out_indices=grown.out_indices)
+    untied.to(next(grown.parameters()).dtype)
+    state = {k: v for k, v in grown.state_dict().items() if not k.startswith('blocks.')}
+    blocks = grown.state_dict()
+    for p, j in enumerate(grown.plan.sources):
+        prefix = f'blocks.{j}.'
+        state.update({f'blocks.{p}.{k[len(prefix):]}': v.clone() for k, v in blocks.items() if k.startswith(prefix)})
+    untied.load_state_dict(state, strict=True)
+    return untied
+
+
+def write_untied(work_dir):
+    from mmscalenet.checkpoint import load_scalenet, save_scalenet
+    from mmscalenet.demo import SCALENET_BACKBONE
+    grown, head = load_scalenet(osp.join(work_dir, SCALENET_BACKBONE))
+    save_scalenet(untie(grown), osp.join(work_dir, UNTIED_BACKBONE), head=head)
+
+
+# ---- diagnostics -----------------------------------------------------------------------------------------------
+def _detector_cfg(run, options):
+    from mmengine.config import Config
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', 'demo', f'digits_det_{"scalenet" if run == "untied" else run}.py'))
+    cfg.model.backbone.init_cfg = None
+    if run == 'untied':
+        cfg.model.backbone.arch.num_layers = 8
+    cfg.merge_from_dict(options)
+    return cfg
+
+
+def lr_table(rates, options):
+    """``{rate: {run: {tensor: lr / base lr}}}`` from the optimizer the demo's config builds."""
+    import mmscalenet  # noqa: F401
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    from mmengine.optim import build_optim_wrapper
+    register_all_modules()
+    out = {}
+    for rate in rates:
+        out[rate] = {}
+        for run in RUNS:
+            cfg = _detector_cfg(run, dict(options, **{'optim_wrapper.paramwise_cfg.decay_rate': rate}))
+            model = MODELS.build(cfg.model)
+            wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+            base_lr = cfg.optim_wrapper.optimizer.lr
+            lrs = {}
+            for group in wrapper.optimizer.param_groups:
+                for name in group['param_names']:
+                    lrs[name] = group['lr'] / base_lr
+            out[rate][run] = {t: lrs.get('backbone.' + t) for t in TENSORS}
+            out[rate][run]['neck / heads'] = lrs.get('neck.lateral_convs.0.conv.weight')
+    return out
+
+
+def equivalence():
+    """Max |difference| between the grown model and its untied copy (outputs, and gradients: a shared tensor's
+    gradient must be the sum of its untied copies')."""
+    import torch
+
+    import mmscalenet  # noqa: F401
+    from mmscalenet.models.vit import ScaleNetViT
+    rows = []
+    for label, kw in (('demo: global attention, no rel-pos', dict(window_size=0, use_rel_pos=False)),
+                      ('window 4 + global at 3, 7 + rel-pos', dict(window_size=4, global_indices=(3, 7),
+                                                                  use_rel_pos=True))):
+        for fused in (True, False):
+            torch.manual_seed(0)
+            grown = ScaleNetViT(arch=dict(embed_dims=64, num_layers=4, num_heads=4, mlp_ratio=2.0), depth=8,
+                                adapter=dict(type='ParallelAdapter', bottleneck=8, sites=('attn', 'mlp')),
+                                img_size=32, patch_size=4, out_type='featmap', **kw).double()
+            with torch.no_grad():   # adapters and rel-pos start at zero: give every tensor a non-trivial value
+                for p in grown.parameters():
+                    p.add_(torch.randn_like(p) * 0.05)
+            untied = untie(grown)
+            grown.set_fused(fused), untied.set_fused(fused)
+            x = torch.randn(2, 3, 96, 80, dtype=torch.double)
+            ya, yb = grown(x)[0], untied(x)[0]
+            (ya * torch.linspace(-1, 1, ya.numel(), dtype=ya.dtype).view_as(ya)).sum().backward()
+            (yb * torch.linspace(-1, 1, yb.numel(), dtype=yb.dtype).view_as(yb)).sum().backward()
+            gb = dict(untied.named_parameters())
+            grad_err = 0.0
+            for name, p in grown.named_parameters():
+                if name.startswith('blocks.'):
+                    j, rest = name.split('.', 2)[1:]
+                    ref = sum(gb[f'blocks.{q}.{rest}'].grad for q, s in enumerate(grown.plan.sources) if s == int(j))
+                else:
+                    ref = gb[name].grad
+                grad_err = max(grad_err, float((p.grad - ref).abs().max() / (ref.abs().max() + 1e-30)))
+            rows.append(dict(case=label, path='fused' if fused else 'reference',
+                             out=float((ya - yb).abs().max()), out_scale=float(ya.abs().max()), grad_rel=grad_err))
+    return rows
+
+
+# ---- experiments -----------------------------------------------------------------------------------------------
+def _scenes(cache, seed, style):
+    from mmscalenet.demo.detection import NUM_TRAIN, NUM_VAL
+    from mmscalenet.demo.digit_scenes import generate
+    return generate(osp.join(cache, f'scenes_{style}', f'seed{seed}'), num_train=NUM_TRAIN, num_val=NUM_VAL,
+                    seed=seed, style=style)
+
+
+def _classify_job(cache, seed):
+    from mmscalenet.demo.classification import run
+    work = osp.join(cache, f'seed{seed}')
+    if not osp.isfile(osp.join(work, 'summary.json')):
+        run(work, seed)
+    write_untied(work)
+    return seed
+
+
+def _detect_job(*args):
+    """One detector (:func:`_train_detector`); a failure's traceback is written next to the results."""
+    try:
+        return _train_detector(*args)
+    except BaseException:
+        import traceback
+        run, cache, name, seed = args[:4]
+        with open(osp.join(cache, name, f'seed{seed}', f'{run}.error'), 'w') as f:
+            f.write(traceback.format_exc())
+        raise
+
+
+def _train_detector(run, cache, name, seed, max_iters, options, eval_every, style):
+    from mmengine.hooks import Hook
+    from mmengine.runner import Runner
+
+    from mmscalenet.demo import BASE_BACKBONE, SCALENET_BACKBONE, SCRATCH_BACKBONE
+    from mmscalenet.demo.detection import build_config
+    ckpt = dict(base=BASE_BACKBONE, scalenet=SCALENET_BACKBONE, scratch=SCRATCH_BACKBONE, untied=UNTIED_BACKBONE)
+    out_dir = osp.join(cache, name, f'seed{seed}')
+    cfg = build_config('scalenet' if run == 'untied' else run, osp.join(cache, f'seed{seed}', ckpt[run]),
+                       _scenes(cache, seed, style), out_dir, seed, max_iters)
+    if run == 'untied':
+        cfg.model.backbone.arch.num_layers = 8
+    cfg.work_dir = osp.join(out_dir, run)
+    cfg.merge_from_dict(options)
+    curve = []
+    if eval_every:
+        cfg.val_dataloader, cfg.val_evaluator = cfg.test_dataloader, cfg.test_evaluator
+        cfg.val_cfg = dict(type='ValLoop')
+        cfg.train_cfg.val_interval = eval_every
+
+    class _Curve(Hook):
+        def after_val_epoch(self, runner, metrics=None):
+            # an empty prediction set gives no COCO figures: 0 (no box found)
+            curve.append(dict(iter=runner.iter, **{k: float((metrics or {}).get(f'coco/{k}', 0.0))
+                                                   for k in ('bbox_mAP', 'bbox_mAP_50', 'segm_mAP')}))
+
+    runner = Runner.from_cfg(cfg)
+    runner.register_hook(_Curve(), priority='LOWEST')
+    t0 = time.perf_counter()
+    runner.train()
+    seconds = time.perf_counter() - t0
+    if curve and curve[-1]['iter'] == cfg.train_cfg.max_iters:   # the last validation is the test (same data)
+        final = {k: v for k, v in curve[-1].items() if k != 'iter'}
+    else:
+        metrics = runner.test()
+        final = {k: float(metrics[f'coco/{k}']) for k in ('bbox_mAP', 'bbox_mAP_50', 'segm_mAP')}
+    result = dict(run=run, seed=seed, name=name, options=options, style=style, iters=cfg.train_cfg.max_iters,
+                  train_seconds=round(seconds, 1), curve=curve, **final)
+    with open(osp.join(out_dir, f'{run}.json'), 'w') as f:
+        json.dump(result, f, indent=1)
+    return result
+
+
+def detect(args):
+    from mmscalenet.demo.jobs import run_jobs
+    options = dict(args.cfg_options or {})
+    os.makedirs(osp.join(args.cache, args.name), exist_ok=True)
+    for seed in args.seeds:   # scenes once per seed, before the jobs (they share them)
+        _scenes(args.cache, seed, args.style)
+    jobs = [(f'{run}/{seed}', _detect_job, (run, args.cache, args.name, seed, args.max_iters, options,
+                                             args.eval_every, args.style))
+            for run in args.runs for seed in args.seeds   # backbone by backbone: a cut-off run loses the last
+            if not osp.isfile(osp.join(args.cache, args.name, f'seed{seed}', f'{run}.json'))]
+    for seed in args.seeds:
+        os.makedirs(osp.join(args.cache, args.name, f'seed{seed}'), exist_ok=True)
+    run_jobs(jobs)
+    print(report(args.cache, [args.name]))
+
+
+def _results(cache, name):
+    out = {}
+    for path in sorted(glob.glob(osp.join(cache, name, 'seed*', '*.json'))):
+        with open(path) as f:
+            r = json.load(f)
+        out.setdefault(r['run'], {})[r['seed']] = r
+    return out
+
+
+def report(cache, names):
+    lines = ['| experiment | backbone | seeds | bbox mAP (per seed) | bbox mAP mean +- std | AP50 mean | '
+             'segm mAP mean +- std |', '| --- | --- | --- | --- | ---: | ---: | ---: |']
+    for name in names:
+        for run, per_seed in sorted(_results(cache, name).items(), key=lambda kv: RUNS.index(kv[0])):
+            seeds = sorted(per_seed)
+
+            def stat(key, seeds=seeds, per_seed=per_seed):
+                v = [per_seed[s][key] for s in seeds]
+                return statistics.fmean(v), (statistics.stdev(v) if len(v) > 1 else 0.0), v
+            b, b50, s = stat('bbox_mAP'), stat('bbox_mAP_50'), stat('segm_mAP')
+            lines.append(f'| {name} | {run} | {" ".join(map(str, seeds))} | '
+                         f'{" / ".join(f"{v:.3f}" for v in b[2])} | {b[0]:.3f} +- {b[1]:.3f} | {b50[0]:.3f} | '
+                         f'{s[0]:.3f} +- {s[1]:.3f} |')
+    return '\n'.join(lines)
+
+
+def plot(cache, name, out):
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for run, per_seed in sorted(_results(cache, name).items(), key=lambda kv: RUNS.index(kv[0])):
+        curves = [r['curve'] for r in per_seed.values() if r['curve']]
+        if not curves:
+            continue
+        iters = [c['iter'] for c in curves[0]]
+        mean = [statistics.fmean(c[i]['bbox_mAP'] for c in curves) for i in range(len(iters))]
+        lo = [min(c[i]['bbox_mAP'] for c in curves) for i in range(len(iters))]
+        hi = [max(c[i]['bbox_mAP'] for c in curves) for i in range(len(iters))]
+        ax.plot(iters, mean, marker='o', label=f'{run} (mean of {len(curves)} seeds)')
+        ax.fill_between(iters, lo, hi, alpha=0.15)
+    ax.set_xlabel('training iteration (batch 8)')
+    ax.set_ylabel('val bbox mAP')
+    ax.set_title(f'Digit-scene detection: {name}')
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+
+
+def seeds_json(cache, name, seeds, out):
+    """tools/demo.py's seeds.json (mean, std, range per figure) from the study's runs of the demo's recipe."""
+    import platform
+
+    import torch
+    tools = osp.join(ROOT, 'tools')
+    sys.path.insert(0, tools)
+    from demo import spread
+    det = _results(cache, name)
+    summaries = {}
+    for seed in seeds:
+        with open(osp.join(cache, f'seed{seed}', 'summary.json')) as f:
+            summary = json.load(f)
+        summary['detection'] = {run: det[run][seed] for run in ('base', 'scalenet', 'scratch')}
+        summaries[seed] = summary
+    result = dict(seeds=list(seeds), stats=spread(summaries),
+                  machine=f'{os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}, torch '
+                          f'{torch.__version__}, 1 thread(s) per training',
+                  command=f'python scripts/detection_study.py classify --seeds {" ".join(map(str, seeds))}; '
+                          f'python scripts/detection_study.py detect {name} ...; '
+                          f'python scripts/detection_study.py seeds-json {name}',
+                  note='the demo\'s configs and seeds, run by scripts/detection_study.py (same jobs, threads and '
+                       'seeds as tools/demo.py), not by tools/demo.py --seeds')
+    with open(out, 'w') as f:
+        json.dump(result, f, indent=2)
+    return result
+
+
+def main(argv=None):
+    from mmengine.config import DictAction
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], epilog=__doc__.split('\n\n', 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('command', choices=['lr-table', 'equivalence', 'classify', 'detect', 'report', 'plot',
+                                        'seeds-json'])
+    p.add_argument('names', nargs='*', help='experiment name(s) (detect / plot: one)')
+    p.add_argument('--cache', default='work_dirs/detection_study')
+    p.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
+    p.add_argument('--runs', nargs='+', choices=RUNS, default=['base', 'scalenet', 'scratch'])
+    p.add_argument('--max-iters', type=int, default=None)
+    p.add_argument('--eval-every', type=int, default=0)
+    p.add_argument('--style', default='cluttered')
+    p.add_argument('--rates', type=float, nargs='+', default=[0.9, 1.0])
+    p.add_argument('--out', default='docs/detection_transfer_curves.png')
+    p.add_argument('--cfg-options', nargs='+', action=DictAction, default=None)
+    a = p.parse_args(argv)
+    if a.command == 'lr-table':
+        table = lr_table(a.rates, dict(a.cfg_options or {}))
+        print('\n| decay_rate | tensor (lr / base lr) | ' + ' | '.join(RUNS) + ' |\n| --- | --- |'
+              + ' ---: |' * len(RUNS))
+        for rate, per_run in table.items():
+            for t in list(TENSORS) + ['neck / heads']:
+                cells = [per_run[r][t] for r in RUNS]
+                if any(c is not None for c in cells):
+                    print(f'| {rate:g} | `{t}` | ' + ' | '.join('-' if c is None else f'{c:.3g}' for c in cells) + ' |')
+    elif a.command == 'equivalence':
+        for row in equivalence():
+            print(json.dumps(row))
+    elif a.command == 'classify':
+        for seed in a.seeds:
+            _classify_job(a.cache, seed)
+    elif a.command == 'detect':
+        a.name = a.names[0]
+        detect(a)
+    elif a.command == 'report':
+        print(report(a.cache, a.names))
+    elif a.command == 'seeds-json':
+        sys.path.insert(0, osp.join(ROOT, 'tools'))
+        from demo import spread_table
+        print(spread_table(seeds_json(a.cache, a.names[0], a.seeds, a.out)['stats'], a.seeds))
+    else:
+        plot(a.cache, a.names[0], a.out)
+
+
+if __name__ == '__main__':
+    main()
