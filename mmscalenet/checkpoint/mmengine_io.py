@@ -79,13 +79,18 @@ def _refuse_config_text(cfg_str: str, file_format: str) -> Any:
 def _removals_after_the_save(hook) -> Iterator[List[tuple]]:
     """Collect the file removals ``CheckpointHook`` makes while it saves, to run them once the save succeeded."""
     backend, later = hook.file_backend, []
+    own = {k: backend.__dict__[k] for k in ('remove', 'rmtree') if k in backend.__dict__}   # an outer save's
     remove, rmtree = backend.remove, backend.rmtree
     backend.remove = lambda path: later.append((remove, path))
     backend.rmtree = lambda path: later.append((rmtree, path))
     try:
         yield later
-    finally:
-        del backend.remove, backend.rmtree
+    finally:   # nested saves (mmengine calls one saving method from another) restore what they found
+        for key in ('remove', 'rmtree'):
+            if key in own:
+                setattr(backend, key, own[key])
+            else:
+                backend.__dict__.pop(key, None)
 
 
 def _new_before_old(name: str):
