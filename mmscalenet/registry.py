@@ -74,6 +74,21 @@ for _package in OTHER_PACKAGES:
     mirror_registrations(_package)
 
 
+def _scope_registries() -> dict:
+    """One registry per mirrored kind with scope ``'mmscalenet'``, a child of mmdet's: mmengine tags everything a
+    config inherits through ``_base_ = 'mmscalenet::...'`` with ``_scope_='mmscalenet'`` and builds it from the
+    registry of that scope, which then finds mmscalenet's (and mmdet's) modules through its parent."""
+    import mmdet.registry as det
+    from mmengine.registry import Registry
+    # locations: importing them registers everything (this module, and mmdet's modules its parent would import)
+    return {name: Registry(getattr(det, name).name, parent=getattr(det, name), scope='mmscalenet',
+                           locations=['mmscalenet.registry', *getattr(det, name)._locations])
+            for name in MIRRORED}
+
+
+SCOPE_REGISTRIES = _scope_registries()   # found by mmengine in the registry trees by their scope
+
+
 def register_config_scheme() -> None:
     """Let mmengine resolve ``_base_ = 'mmscalenet::coco/CONFIG.py'`` (the installed package's ``.mim/configs``).
 

@@ -98,3 +98,22 @@ def test_metafiles_list_every_shipped_config():
     assert shipped == set(listed)
     assert listed['configs/imagenet/scalenet_deit-s-24l_8xb128-100e_in1k.py']['Results'][0]['Metrics'] == {
         'Top 1 Accuracy': 81.13}
+
+
+def test_what_a_config_inherits_through_the_scheme_builds(tmp_path):
+    """mmengine tags everything inherited through ``mmscalenet::`` with ``_scope_='mmscalenet'``; the package's
+    scope registries (children of mmdet's) build those hooks and models, mmdet's own modules included."""
+    import mmscalenet  # noqa: F401
+    from mmengine.config import Config
+    from mmengine.registry import HOOKS, MODELS
+    user = tmp_path / 'my_config.py'
+    user.write_text(f"_base_ = 'mmscalenet::{COCO_CFG}'\n")
+    cfg = Config.fromfile(str(user))
+    hook = dict(cfg.default_hooks.safe_io)
+    assert hook['_scope_'] == 'mmscalenet'
+    assert type(HOOKS.build(hook)).__name__ == 'SafeCheckpointIOHook'
+    # the model keeps the scope of the mmdet base it came from; nested dicts are built in their parent's scope
+    backbone = MODELS.build(dict(cfg.model.backbone, arch=dict(embed_dims=32, num_layers=2, num_heads=2), depth=4,
+                                 img_size=64, window_size=2, init_cfg=None, _scope_=cfg.model['_scope_']))
+    assert type(backbone).__name__ == 'ScaleNetViTModule' and backbone.plan.depth == 4
+    assert type(MODELS.build(dict(type='ResNet', depth=18, _scope_='mmscalenet'))).__name__ == 'ResNet'
