@@ -15,6 +15,11 @@ from typing import Any, Dict
 BASE_BACKBONE = 'classification/base_backbone.pth'          # depth L, out of the "pretraining" run
 SCALENET_BACKBONE = 'classification/scalenet_backbone.pth'  # depth 2L, ScaleNet-grown and fine-tuned
 SCRATCH_BACKBONE = 'classification/scratch_backbone.pth'    # depth 2L, untied, trained from random weights
+# depth 2L, the paper's foil (progressive growth): independent copies of the base layers, fine-tuned like ScaleNet
+PROGRESSIVE_BACKBONE = 'classification/progressive_backbone.pth'
+#: the backbones each downstream half (detection, segmentation) trains with, in table order: (row, checkpoint file)
+ROWS = (('base', BASE_BACKBONE), ('scalenet', SCALENET_BACKBONE), ('progressive', PROGRESSIVE_BACKBONE),
+        ('scratch', SCRATCH_BACKBONE))
 SUMMARY = 'summary.json'
 
 
