@@ -66,11 +66,19 @@ def plain_vit_like(backbone: ScaleNetViT) -> ScaleNetViT:
 def base_vit_like(backbone: ScaleNetViT) -> ScaleNetViT:
     """The pretrained L-layer ViT that ``backbone`` was grown from (no adapters, same output mode; with windows,
     its global positions are the default 4 spread over L, as the plain ViTDet configs have them)."""
-    L = backbone.plan.base_depth
+    L = backbone.growth_plan.base_depth
     return ScaleNetViT(arch=dict(backbone.arch), depth=L, adapter=None, img_size=backbone.img_size,
                        patch_size=backbone.patch_size, in_channels=backbone.patch_embed.proj.in_channels,
                        out_type=backbone.out_type, out_indices=(L - 1,), window_size=backbone.window_size,
                        global_indices=None, use_rel_pos=backbone.use_rel_pos)
+
+
+def input_channels(backbone: nn.Module) -> int:
+    """The channels the backbone's patch embedding takes (timm's ``patch_embed.proj``, mmdet's
+    ``patch_embed.projection``), 3 when it has neither."""
+    embed = getattr(backbone, 'patch_embed', None)
+    conv = getattr(embed, 'proj', None) or getattr(embed, 'projection', None)
+    return conv.in_channels if isinstance(conv, nn.Conv2d) else 3
 
 
 def backbone_rows(backbone: nn.Module, shape: Sequence[int], in_channels: Optional[int] = None,
@@ -78,13 +86,12 @@ def backbone_rows(backbone: nn.Module, shape: Sequence[int], in_channels: Option
     """Rows ``dict(model, depth, params, flops, unsupported)`` for ``backbone`` at input ``shape`` (H, W), and,
     for a ``ScaleNetViT`` when ``compare``, its plain same-depth ViT and its base ViT."""
     if in_channels is None:
-        proj = getattr(getattr(backbone, 'patch_embed', None), 'proj', None)
-        in_channels = proj.in_channels if isinstance(proj, nn.Conv2d) else 3
+        in_channels = input_channels(backbone)
     x = torch.zeros(1, in_channels, int(shape[0]), int(shape[1]))
     models = [(describe(backbone), backbone)]
     if compare and isinstance(backbone, ScaleNetViT):
         models.append((f'plain ViT, same depth (no sharing, no adapters)', plain_vit_like(backbone)))
-        if backbone.plan.depth != backbone.plan.base_depth:
+        if backbone.growth_plan.depth != backbone.growth_plan.base_depth:
             models.append((f'base ViT (pretrained depth)', base_vit_like(backbone)))
     rows = []
     for name, model in models:
@@ -97,14 +104,15 @@ def describe(backbone: nn.Module) -> str:
     """A one-line name: ``ScaleNetViT 12->24 cyclic, ParallelAdapter(bottleneck=8)``."""
     if not isinstance(backbone, ScaleNetViT):
         return type(backbone).__name__
-    plan, adapter = backbone.plan, backbone.adapter_cfg
+    plan, adapter = backbone.growth_plan, backbone.adapter_cfg
     if adapter is None:
         extra = 'no adapters'
     elif adapter['type'] == 'ParallelAdapter':
         extra = f'ParallelAdapter(bottleneck={adapter["bottleneck"]})'
     else:
         extra = f'LoRA(rank={adapter["rank"]})'
-    return f'ScaleNetViT {plan.base_depth}->{plan.depth}, {extra}'
+    growth = '' if backbone.growth == 'shared' else f' as independent copies (growth={backbone.growth})'
+    return f'ScaleNetViT {plan.base_depth}->{plan.depth}{growth}, {extra}'
 
 
 def format_size(n: float, unit: str = '') -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -221,6 +221,88 @@ def _unshared_names(unshared: Iterable[str]) -> Tuple[str, ...]:
                              f'(attention and MLP weights are always shared)')
         names.extend(OPTIONAL_SHARED[item])
     return tuple(names)
+
+
+# ---- growth modes: ScaleNet against the paper's foil -----------------------------------------------------------------
+#: How the positions of a grown model get their layers. ``'shared'``: ScaleNet (each base layer stored once, run by
+#: every position its plan maps to it). ``'copy'``: progressive growth / stacking, the paper's foil (each position
+#: stores its own copy of the layer its plan maps it to: a plain deep model, twice the parameters at 2x).
+#: ``'copy_zero'``: the copies of inserted positions start with their output projections zeroed, so the grown model
+#: computes the pretrained one at step 0 (the function-preserving foil, LLaMA-Pro / Net2Net style).
+GROWTH_MODES = ('shared', 'copy', 'copy_zero')
+# The tensors zeroed in the inserted copies of ``'copy_zero'``: with both output projections at 0 a pre-norm block
+# adds nothing to its residual stream (it is the identity).
+ZEROED_IN_INSERTED_COPIES = ('attn.proj.weight', 'attn.proj.bias', 'mlp.fc2.weight', 'mlp.fc2.bias')
+
+
+def check_growth(growth: Any) -> str:
+    if growth not in GROWTH_MODES:
+        raise ValueError(f'growth must be one of {GROWTH_MODES} (shared: ScaleNet; copy / copy_zero: progressive '
+                         f'growth, independent copies), got {growth!r}')
+    return growth
+
+
+def default_adapter(adapter: Any, growth: str) -> Any:
+    """``adapter='auto'`` (the backbones' default): parallel adapters for ScaleNet, none for the copies (the foil as
+    the paper draws it: its positions differ by their own weights already)."""
+    if isinstance(adapter, str) and adapter == 'auto':
+        return dict(type='ParallelAdapter') if growth == 'shared' else None
+    return adapter
+
+
+def stored_plan(plan: DepthPlan, growth: str) -> DepthPlan:
+    """The plan of the layers a model stores and runs: the growth plan itself for ``'shared'``; for the copies one
+    layer per position (the identity plan of depth D): a plain deep model, whose save / load / export / layer decay
+    are those of an ordinary ViT or Swin of the grown depth. The growth plan only says where the copies come from."""
+    return plan if growth == 'shared' else make_depth_plan(plan.depth, plan.depth)
+
+
+def stored_layer_count(state: Mapping[str, torch.Tensor], prefix: str = '') -> int:
+    """How many layers ``{prefix}blocks.{j}`` a state dict holds (1 + the highest index; 0 for none)."""
+    pattern = re.compile('^' + re.escape(prefix) + r'blocks\.(\d+)\.')
+    found = [int(m.group(1)) for m in map(pattern.match, state) if m]
+    return max(found) + 1 if found else 0
+
+
+def copy_layers(state: Mapping[str, torch.Tensor], plan: DepthPlan, prefix: str = '',
+                zero_inserted: bool = False) -> Tuple[Dict[str, torch.Tensor], List[str]]:
+    """Progressive growth of one stack at load: the plain state dict of depth L (``{prefix}blocks.{j}``, j < L) to
+    depth D, ``blocks.{p}`` an independent copy (a clone, no shared storage) of ``blocks.{plan.sources[p]}``. A base
+    saved in the ScaleNet layout keeps per-position tensors of its own (norms, bias tables) under
+    ``positions.{j}``: position p takes a copy of those of ``plan.sources[p]`` too.
+
+    ``zero_inserted`` zeroes :data:`ZEROED_IN_INSERTED_COPIES` in the copies of inserted positions
+    (``plan.inserted``), so the grown stack computes the base one. Other keys pass through. Returns the new state and
+    the keys zeroed.
+    """
+    patterns = {kind: re.compile('^' + re.escape(prefix) + kind + r'\.(\d+)\.(.+)$')
+                for kind in ('blocks', 'positions')}
+    layers: Dict[int, Dict[str, torch.Tensor]] = {}
+    own: Dict[int, Dict[str, torch.Tensor]] = {}
+    out: Dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        m = patterns['blocks'].match(key)
+        n = patterns['positions'].match(key)
+        if m:
+            layers.setdefault(int(m.group(1)), {})[m.group(2)] = value
+        elif n:
+            own.setdefault(int(n.group(1)), {})[n.group(2)] = value
+        else:
+            out[key] = value
+    missing = sorted(set(range(plan.base_depth)) - set(layers))
+    if missing:
+        raise ValueError(f'cannot copy layers {missing} of {prefix or "the model"}: the state dict lacks them')
+    zeroed: List[str] = []
+    for p, j in enumerate(plan.sources):
+        for rest, value in layers[j].items():
+            key = f'{prefix}blocks.{p}.{rest}'
+            out[key] = value.clone()
+            if zero_inserted and plan.inserted[p] and rest in ZEROED_IN_INSERTED_COPIES:
+                out[key].zero_()
+                zeroed.append(key)
+        for rest, value in own.get(j, {}).items():
+            out[f'{prefix}positions.{p}.{rest}'] = value.clone()
+    return out, zeroed
 
 
 def count_parameters(model: torch.nn.Module, base_depth: Optional[int] = None,

@@ -102,9 +102,10 @@ def check_swin_compatible(model, state: Mapping[str, torch.Tensor]) -> None:
         if m:
             s, j = int(m.group(1)), int(m.group(2))
             found[s] = max(found.get(s, 0), j + 1)
-    base = tuple(p.base_depth for p in model.plans)
+    base = tuple(p.base_depth for p in model.growth_plans)
     got = tuple(found.get(s, 0) for s in range(len(base)))
-    if got != base or len(found) != len(base):
+    stored = tuple(p.base_depth for p in model.plans)   # the progressive foil's own grown depths load too
+    if got not in (base, stored) or len(found) != len(base):
         raise CheckpointError(f'checkpoint stage depths {tuple(found[s] for s in sorted(found))} do not match the '
                               f'model\'s base depths {base} (arch={model.arch["depths"]}): choose the arch of the '
                               f'checkpoint and grow it with depths=')

@@ -26,12 +26,13 @@ def _check_vit_compatible(model, state: Mapping[str, torch.Tensor], meta: Mappin
     if arch and int(arch.get('num_heads', model.num_heads)) != model.num_heads:
         raise CheckpointError(f'checkpoint has {arch["num_heads"]} attention heads but the model has '
                               f'{model.num_heads} (arch={model.arch})')
-    L = _base_depth_of(state)
-    if meta.get('base_depth') is not None:
-        L = int(meta['base_depth'])
-    if L and L != model.plan.base_depth:
+    # the base depth the file's plan indexes (its record's), else its layers: the model's base; the progressive
+    # foil also loads its own grown depth (one layer per position)
+    L = int(meta['base_depth']) if meta.get('base_depth') is not None else _base_depth_of(state)
+    if L and L not in {model.growth_plan.base_depth, model.plan.base_depth}:
         raise CheckpointError(f'checkpoint has {L} base layers but the model\'s arch has '
-                              f'{model.plan.base_depth}: choose the arch of the checkpoint and grow it with depth=')
+                              f'{model.growth_plan.base_depth}: choose the arch of the checkpoint and grow it with '
+                              f'depth=')
     if 'patch_embed.proj.weight' in state and state['patch_embed.proj.weight'].shape[-1] != model.patch_size:
         raise CheckpointError(f'checkpoint patch size {state["patch_embed.proj.weight"].shape[-1]} differs from '
                               f'the model\'s patch_size={model.patch_size}')

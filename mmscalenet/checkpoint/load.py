@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 
-from ..expansion import expand_stacks
+from ..expansion import copy_layers, expand_stacks, stored_layer_count
 from ..utils import log
 from .convert import _is_gate_reshape, backbone_state_dict, check_tensors_fit, match_gate_shapes, split_checkpoint
 from .families import resize_embeddings, to_model_layout
@@ -53,6 +53,7 @@ def convert_for_model(model, state: Mapping[str, torch.Tensor], meta: Optional[M
             state, report['remapped'] = remap_stacks(state, old, model)
         else:
             check_positions_fit(model, state, name)
+    state, report['copied_layers'] = grow_copies(model, state)
     # plain tensors, or a ScaleNet file of shared norms / tables into a model with its own: copied along the plans
     state, rep = expand_stacks(state, stacks, model.unshared)
     report['expanded'] = rep['copied']
@@ -75,11 +76,27 @@ def convert_for_model(model, state: Mapping[str, torch.Tensor], meta: Optional[M
     return state, report
 
 
+def grow_copies(model, state: Mapping[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], List[str]]:
+    """The progressive foil (``growth='copy'`` / ``'copy_zero'``): a stack saved at its base depth gets one
+    independent copy of its layer per position (:func:`~mmscalenet.expansion.copy_layers`); a stack saved at the grown
+    depth (a trained copy model, a plain deep ViT) loads as it is. Returns the state and the layers copied."""
+    state = dict(state)
+    copied: List[str] = []
+    if getattr(model, 'growth', 'shared') == 'shared':
+        return state, copied
+    for (prefix, _, _), plan in zip(model.growth_stacks(), model.growth_plans):
+        if plan.depth > plan.base_depth and stored_layer_count(state, prefix) == plan.base_depth:
+            state, zeroed = copy_layers(state, plan, prefix, zero_inserted=model.growth == 'copy_zero')
+            copied.append(f'{prefix or "trunk "}{plan.base_depth} -> {plan.depth} layers'
+                          + (f' ({len(zeroed)} output projections zeroed)' if zeroed else ''))
+    return state, copied
+
+
 def _depths_text(model) -> str:
-    stacks = model.growth_stacks()
-    if len(stacks) == 1:
-        return f'{stacks[0][1].base_depth}->{stacks[0][1].depth} layer'
-    return f'{tuple(p.base_depth for _, p, _ in stacks)} -> {tuple(p.depth for _, p, _ in stacks)}'
+    plans = model.growth_plans
+    if len(plans) == 1:
+        return f'{plans[0].base_depth}->{plans[0].depth} layer'
+    return f'{tuple(p.base_depth for p in plans)} -> {tuple(p.depth for p in plans)}'
 
 
 def load_backbone(model, checkpoint: Union[str, Mapping[str, Any]], allow_other_plan: bool = False, *,
@@ -113,14 +130,17 @@ def load_backbone(model, checkpoint: Union[str, Mapping[str, Any]], allow_other_
     missing, _ = model.load_state_dict(usable, strict=False)
     ignored = sorted(k for k in state if k not in own)
     backbone = FAMILIES[model.family][0].__name__
-    stacks = model.growth_stacks()
-    inserted = sum(plan.depth - plan.base_depth for _, plan, _ in stacks)
+    inserted = sum(plan.depth - plan.base_depth for plan in model.growth_plans)
+    copies = ': ' + ', '.join(report['copied_layers']) if report['copied_layers'] else ''
+    how = ('share their layers' if model.growth == 'shared' else
+           f'hold their own copies (growth={model.growth!r}{copies})')
     log(f'{backbone}: loaded {len(usable)} tensors ({report["layout"]} layout) from {name} into a '
         f'{_depths_text(model)} model; {len(report["expanded"])} copied to per-position tensors, {inserted} inserted '
-        f'positions share their layers, {len(missing)} newly initialised ({_summarise(missing)}), {len(ignored)} '
+        f'positions {how}, {len(missing)} newly initialised ({_summarise(missing)}), {len(ignored)} '
         f'ignored ({_summarise(ignored)}){"; " + ", ".join(report["resized"]) if report["resized"] else ""}'
         f'{"; saved at another depth: " + ", ".join(report["remapped"]) if report["remapped"] else ""}')
-    if report['layout'] != 'scalenet' and not meta and inserted:
+    grown = inserted if model.growth == 'shared' else report['copied_layers']
+    if report['layout'] != 'scalenet' and not meta and grown:
         log(f'{backbone}: {name} is a plain {_base_text(model)} checkpoint, grown at load to {_grown_text(model)}: '
             f'the model starts from it, not from a ScaleNet (ImageNet-stage) checkpoint', level=logging.WARNING)
     return dict(layout=report['layout'], loaded=sorted(usable), expanded=report['expanded'],
@@ -128,12 +148,12 @@ def load_backbone(model, checkpoint: Union[str, Mapping[str, Any]], allow_other_
 
 
 def _base_text(model) -> str:
-    bases = [plan.base_depth for _, plan, _ in model.growth_stacks()]
+    bases = [plan.base_depth for plan in model.growth_plans]
     return f'{bases[0]}-layer' if len(bases) == 1 else f'{tuple(bases)}-block'
 
 
 def _grown_text(model) -> str:
-    depths = [plan.depth for _, plan, _ in model.growth_stacks()]
+    depths = [plan.depth for plan in model.growth_plans]
     return f'{depths[0]} positions' if len(depths) == 1 else f'{tuple(depths)} positions'
 
 

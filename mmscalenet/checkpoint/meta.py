@@ -44,7 +44,7 @@ def scalenet_meta(model) -> Dict[str, Any]:
     if model.family == 'vit':   # the ViT's file spelling of its plan (see the module docstring)
         meta['sources'] = meta.pop('mapping')
         del meta['depth']
-        meta['base_depth'] = model.plan.base_depth
+        meta['base_depth'] = model.growth_plan.base_depth   # the depth the sources index (= plan's for 'shared')
     runtime = {'out_indices': list(model.out_indices), 'drop_path_rate': float(model.drop_path_rate)}
     meta.update({k: runtime[k] for k in runtime_keys})
     return plain_data(meta)

@@ -41,6 +41,28 @@ def _is_plain(sources: Sequence[Sequence[int]], meta_adapter: Any, function_pres
         not meta_adapter and not function_preserving
 
 
+def _copies(growth: str) -> bool:
+    return growth != 'shared'
+
+
+def _check_growth(model, saved_growth: str, plain: bool, saved_adapter: Any, name: str) -> None:
+    """ScaleNet (shared layers) and the progressive foil (one copy per position) hold different tensors: a checkpoint
+    of one is refused by the other, naming the ``--cfg-options`` that build the checkpoint's backbone. A plain base
+    model's checkpoint (no growth, no adapters) starts either. 'copy' and 'copy_zero' differ only in how the copies
+    start, so their checkpoints load into each other."""
+    if _copies(saved_growth) == _copies(model.growth) or (plain and not _copies(saved_growth)):
+        return
+    fixes = [f'model.backbone.growth={saved_growth}']
+    saved_cfg = plain_data(saved_adapter) if saved_adapter else None
+    if saved_cfg != (plain_data(model.adapter_cfg) if model.adapter_cfg else None):
+        fixes.append('model.backbone.adapter=None' if saved_cfg is None else
+                     ' '.join(f'model.backbone.adapter.{k}={_option_value(v)}' for k, v in saved_cfg.items()))
+    kinds = {False: 'ScaleNet, layers shared between positions', True: 'progressive, one copy per position'}
+    raise CheckpointError(f'{name} was saved with growth={saved_growth!r} ({kinds[_copies(saved_growth)]}), the '
+                          f'model has growth={model.growth!r} ({kinds[_copies(model.growth)]}): build the '
+                          f'checkpoint\'s backbone with --cfg-options {" ".join(fixes)}')
+
+
 def check_recorded_config(model, meta: Optional[Mapping[str, Any]], name: str = 'the checkpoint',
                           allow_other_plan: bool = False) -> None:
     """Refuse a ScaleNet checkpoint whose recorded backbone differs from ``model``'s where its tensors cannot follow.
@@ -78,7 +100,10 @@ def check_recorded_config(model, meta: Optional[Mapping[str, Any]], name: str = 
         bases = [int(meta.get('base_depth', model.plan.base_depth))]
         adapter, gates = meta.get('adapter'), meta.get('function_preserving')
         depth_key, depth_value = 'depth', len(sources[0]) if sources else None
-    if sources is not None and _is_plain(sources, adapter, gates):
+    saved_growth = getattr(saved, 'growth', 'shared')
+    plain = sources is not None and _is_plain(sources, adapter, gates)
+    _check_growth(model, saved_growth, plain, adapter, name)
+    if plain:
         return
     fixes: List[str] = []
     what: List[str] = []

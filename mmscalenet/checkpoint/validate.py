@@ -7,6 +7,7 @@ from typing import Any, Mapping, Tuple
 
 import torch
 
+from ..expansion import GROWTH_MODES
 from .convert import _base_depth_of, _positions_of, check_tensors_fit
 from .io import CheckpointError
 from .crosscheck import crosscheck_meta
@@ -72,6 +73,8 @@ def _check_meta_fields(meta: Mapping[str, Any], name: str, base_depth: int) -> N
     for field in ('window_size', 'format_version'):
         if field in meta and (not _is_int(meta[field]) or meta[field] < 0):
             raise _meta_field_error(name, field, f'must be an integer >= 0, got {meta[field]!r}')
+    if 'growth' in meta and meta['growth'] not in GROWTH_MODES:
+        raise _meta_field_error(name, 'growth', f'must be one of {GROWTH_MODES}, got {str(meta["growth"])[:80]!r}')
     for field in ('function_preserving', 'use_rel_pos'):
         if field in meta and not isinstance(meta[field], bool):
             raise _meta_field_error(name, field, f'must be true or false, got {meta[field]!r}')
@@ -137,10 +140,15 @@ def validate_meta(meta: Any, state: Mapping[str, torch.Tensor], name: str = '<ch
         raise _meta_field_error(name, 'img_size', f'{[H, W]} is smaller than patch_size={P}')
     _expect_shape(state, 'pos_embed', (1, 1 + (H // P) * (W // P), C), 'img_size', name)
     hidden = int(C * float(arch.get('mlp_ratio', 4.0)))
+    if meta.get('growth', 'shared') != 'shared':   # the progressive foil stores one layer per position
+        L = len(meta['sources'])
     for j in range(L):
         _expect_shape(state, f'blocks.{j}.attn.qkv.weight', (3 * C, C), 'arch.num_layers', name)
         _expect_shape(state, f'blocks.{j}.mlp.fc1.weight', (hidden, C), 'arch.mlp_ratio', name)
     if _base_depth_of(state) != L:
+        if L != arch['num_layers']:
+            raise _meta_field_error(name, 'sources', f'gives {L} copied layers (growth={meta["growth"]!r}) but the '
+                                                     f'file holds {_base_depth_of(state)}')
         raise _meta_field_error(name, 'arch.num_layers', f'is {L} but the file holds {_base_depth_of(state)} '
                                                          f'base layers')
     positions = _positions_of(state)

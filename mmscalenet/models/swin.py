@@ -41,7 +41,8 @@ from timm.layers import register_notrace_module
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..expansion import DepthPlan, MappingSpec, drop_path_rates, make_depth_plan
+from ..expansion import (DepthPlan, MappingSpec, check_growth, default_adapter, drop_path_rates, make_depth_plan,
+                         stored_plan)
 from .adapters import parse_adapter_cfg
 from .swin_face import SwinTimmFace
 from .swin_position import _NORM_EPS, PatchMerging, SwinPosition, SwinSharedBlock
@@ -62,7 +63,7 @@ SWIN_UNSHARED = ('norm', 'rel_pos')
 # what ScaleNetSwin.config() holds: the arguments that fix the architecture and the parameter set (out_type /
 # out_indices decide which output norms exist); drop_path_rate, with_cp and init_cfg are runtime overrides
 SWIN_CONFIG_KEYS = ('arch', 'depths', 'mapping', 'adapter', 'function_preserving', 'unshared', 'img_size',
-                    'in_channels', 'out_type', 'out_indices')
+                    'in_channels', 'out_type', 'out_indices', 'growth')
 
 
 def resolve_swin_arch(arch: Union[str, Mapping[str, Any]]) -> Dict[str, Any]:
@@ -164,7 +165,9 @@ class ScaleNetSwin(SwinTimmFace, nn.Module):
         depths: grown depth of every stage, each >= the base's (default: the base depths). Swin-T -> Swin-S depth:
             ``arch='swin-tiny', depths=(2, 2, 18, 2)``.
         mapping: 'cyclic' (default), 'interleave', or one entry per stage (a name or an explicit index list).
-        adapter, function_preserving: as for ``ScaleNetViT`` (per position; default ParallelAdapter bottleneck 8).
+        adapter, function_preserving, growth: as for ``ScaleNetViT`` (per position; adapter 'auto': ParallelAdapter
+            bottleneck 8 for growth='shared', none for the copies 'copy' / 'copy_zero', the progressive foil that
+            stores one block per position of every stage).
         unshared: subset of ('norm', 'rel_pos'); default ('rel_pos',): per-position bias tables, shared norms.
         img_size: pretraining input size; fixes the window of stages whose map is smaller than ``window_size``
             (timm's layout of the bias tables). Any input size runs.
@@ -179,12 +182,16 @@ class ScaleNetSwin(SwinTimmFace, nn.Module):
     """
 
     def __init__(self, arch: Union[str, Mapping[str, Any]] = 'swin-tiny', depths: Optional[Sequence[int]] = None,
-                 mapping: Any = 'cyclic', adapter: Optional[Mapping[str, Any]] = dict(type='ParallelAdapter'),
+                 mapping: Any = 'cyclic', adapter: Union[str, Mapping[str, Any], None] = 'auto',
                  function_preserving: bool = False, unshared: Sequence[str] = ('rel_pos',),
                  img_size: Union[int, Tuple[int, int]] = 224, in_channels: int = 3, drop_path_rate: float = 0.0,
                  out_type: str = 'featmap', out_indices: Optional[Sequence[int]] = None, with_cp: bool = False,
-                 init_cfg: Optional[Mapping[str, Any]] = None):
+                 init_cfg: Optional[Mapping[str, Any]] = None, growth: str = 'shared'):
         super().__init__()
+        self.growth = check_growth(growth)
+        if function_preserving and growth != 'shared':
+            raise ValueError(f'function_preserving gates belong to growth="shared"; the function-preserving copies '
+                             f'are growth="copy_zero" (got growth={growth!r})')
         a = resolve_swin_arch(arch)
         self.arch = a
         S = len(a['depths'])
@@ -198,8 +205,9 @@ class ScaleNetSwin(SwinTimmFace, nn.Module):
                 plans.append(make_depth_plan(a['depths'][s], depths[s], maps[s]))
             except (ValueError, TypeError) as err:
                 raise type(err)(f'stage {s}: {err}') from None
-        self.plans: Tuple[DepthPlan, ...] = tuple(plans)
-        self.adapter_cfg = parse_adapter_cfg(adapter)
+        self.growth_plans: Tuple[DepthPlan, ...] = tuple(plans)
+        self.plans: Tuple[DepthPlan, ...] = tuple(stored_plan(plan, growth) for plan in plans)
+        self.adapter_cfg = parse_adapter_cfg(default_adapter(adapter, growth))
         self.unshared = (unshared,) if isinstance(unshared, str) else tuple(unshared)
         bad = [u for u in self.unshared if u not in SWIN_UNSHARED]
         if bad:
@@ -309,7 +317,7 @@ class ScaleNetSwin(SwinTimmFace, nn.Module):
         return plain_data({
             'arch': dict(self.arch),
             'depths': [p.depth for p in self.plans],
-            'mapping': [list(p.sources) for p in self.plans],
+            'mapping': [list(p.sources) for p in self.growth_plans],
             'adapter': dict(self.adapter_cfg) if self.adapter_cfg else None,
             'function_preserving': bool(self.function_preserving),
             'unshared': list(self.unshared),
@@ -317,6 +325,7 @@ class ScaleNetSwin(SwinTimmFace, nn.Module):
             'in_channels': int(self.patch_embed.proj.in_channels),
             'out_type': self.out_type,
             'out_indices': list(self.out_indices),
+            'growth': self.growth,
         })
 
     @classmethod
@@ -351,7 +360,7 @@ class ScaleNetSwin(SwinTimmFace, nn.Module):
 
     def parity_mismatches(self) -> List[Tuple[int, int, int]]:
         """(stage, position, source block) where a block runs at the other W-MSA / SW-MSA parity than trained."""
-        return [(s, p, j) for s, plan in enumerate(self.plans) for p, j in enumerate(plan.sources)
+        return [(s, p, j) for s, plan in enumerate(self.growth_plans) for p, j in enumerate(plan.sources)
                 if p % 2 != j % 2]
 
     # ---- forward ---------------------------------------------------------------------------------------------

@@ -19,7 +19,8 @@ from timm.layers import resample_abs_pos_embed
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..expansion import DepthPlan, MappingSpec, _unshared_names, drop_path_rates, make_depth_plan, spread_indices
+from ..expansion import (DepthPlan, MappingSpec, _unshared_names, check_growth, default_adapter, drop_path_rates,
+                         make_depth_plan, spread_indices, stored_plan)
 from .adapters import parse_adapter_cfg
 from .position import Position, SharedBlock, _Attn, _Mlp, decomposed_rel_pos_bias  # noqa: F401 (re-exported)
 from .shape_ops import pad_to_multiple, resample_pos_embed  # noqa: F401 (re-exported)
@@ -37,7 +38,7 @@ OUT_TYPES = ('cls_token', 'featmap')
 # What ScaleNetViT.config() records: the constructor arguments that fix the architecture and the parameter set. The
 # others (drop_path_rate, out_indices, with_cp, init_cfg) are run-time choices, given to from_config as overrides.
 CONFIG_KEYS = ('arch', 'depth', 'mapping', 'adapter', 'function_preserving', 'unshared', 'img_size', 'patch_size',
-               'in_channels', 'out_type', 'window_size', 'global_indices', 'use_rel_pos')
+               'in_channels', 'out_type', 'window_size', 'global_indices', 'use_rel_pos', 'growth')
 
 
 def resolve_arch(arch: Union[str, Mapping[str, Any]]) -> Dict[str, Any]:
@@ -97,10 +98,16 @@ class ScaleNetViT(ViTTimmFace, nn.Module):
         arch: 'deit-tiny' | 'deit-small' | 'deit-base' | dict(embed_dims, num_layers, num_heads, mlp_ratio).
         depth: expanded depth D >= L (default L).
         mapping: 'cyclic' (default), 'interleave' or an explicit list of D base-layer indices.
-        adapter: dict(type='ParallelAdapter', bottleneck=8, sites=('attn', 'mlp')) (default),
-            dict(type='LoRA', rank=8, alpha=16, targets=('qkv', 'proj', 'fc1', 'fc2')) or None.
+        adapter: dict(type='ParallelAdapter', bottleneck=8, sites=('attn', 'mlp')),
+            dict(type='LoRA', rank=8, alpha=16, targets=('qkv', 'proj', 'fc1', 'fc2')) or None; 'auto' (default):
+            parallel adapters for growth='shared', none for the copies.
         function_preserving: inserted positions get residual gates starting at 0, so at step 0 the grown model
-            computes exactly the pretrained model.
+            computes exactly the pretrained model (growth='shared'; the copies' counterpart is 'copy_zero').
+        growth: 'shared' (ScaleNet, default): each base layer stored once. 'copy' / 'copy_zero': the paper's foil,
+            progressive growth: position p stores its own copy of base layer ``mapping[p]`` (made when a plain
+            L-layer checkpoint loads; 'copy_zero' zeroes the output projections of the inserted copies, so the
+            model starts as the pretrained one). The copies are a plain ViT of depth D (``plan``: one layer per
+            position); ``growth_plan`` says where they came from.
         unshared: ('norm',) gives each position its own LayerNorms, initialised from its source layer.
         img_size, patch_size: pretraining grid (the position embedding's size); other input sizes work.
         drop_path_rate: stochastic depth, linear over the D positions.
@@ -117,20 +124,25 @@ class ScaleNetViT(ViTTimmFace, nn.Module):
     """
 
     def __init__(self, arch: Union[str, Mapping[str, Any]] = 'deit-small', depth: Optional[int] = None,
-                 mapping: MappingSpec = 'cyclic', adapter: Optional[Mapping[str, Any]] = dict(
-                     type='ParallelAdapter'), function_preserving: bool = False, unshared: Sequence[str] = (),
+                 mapping: MappingSpec = 'cyclic', adapter: Union[str, Mapping[str, Any], None] = 'auto',
+                 function_preserving: bool = False, unshared: Sequence[str] = (),
                  img_size: Union[int, Tuple[int, int]] = 224, patch_size: int = 16, in_channels: int = 3,
                  drop_path_rate: float = 0.0, out_type: str = 'cls_token',
                  out_indices: Optional[Sequence[int]] = None, window_size: int = 0,
                  global_indices: Optional[Sequence[int]] = None, use_rel_pos: bool = False,
-                 with_cp: bool = False, init_cfg: Optional[Mapping[str, Any]] = None):
+                 with_cp: bool = False, init_cfg: Optional[Mapping[str, Any]] = None, growth: str = 'shared'):
         super().__init__()
         a = resolve_arch(arch)
         self.arch = a
         self.embed_dims, self.num_heads = a['embed_dims'], a['num_heads']
-        self.plan: DepthPlan = make_depth_plan(a['num_layers'], depth, mapping)
+        self.growth = check_growth(growth)
+        if function_preserving and growth != 'shared':
+            raise ValueError(f'function_preserving gates belong to growth="shared"; the function-preserving copies '
+                             f'are growth="copy_zero" (got growth={growth!r})')
+        self.growth_plan: DepthPlan = make_depth_plan(a['num_layers'], depth, mapping)
+        self.plan: DepthPlan = stored_plan(self.growth_plan, growth)
         D = self.plan.depth
-        self.adapter_cfg = parse_adapter_cfg(adapter)
+        self.adapter_cfg = parse_adapter_cfg(default_adapter(adapter, growth))
         self.unshared = tuple(unshared) if not isinstance(unshared, str) else (unshared,)
         own_norms = bool(_unshared_names(self.unshared))
         if out_type not in OUT_TYPES:
@@ -182,7 +194,7 @@ class ScaleNetViT(ViTTimmFace, nn.Module):
         # find_unused_parameters. The position embedding keeps timm's class slot so checkpoints load as they are.
         self.cls_token = nn.Parameter(torch.zeros(1, 1, C)) if out_type == 'cls_token' else None
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.grid[0] * self.grid[1], C))
-        self.blocks = nn.ModuleList(SharedBlock(C, a['mlp_ratio'], not own_norms) for _ in range(a['num_layers']))
+        self.blocks = nn.ModuleList(SharedBlock(C, a['mlp_ratio'], not own_norms) for _ in range(self.plan.base_depth))
         rates = drop_path_rates(D, drop_path_rate)
         rel_size = max(self.grid) if use_rel_pos else 0
         self.positions = nn.ModuleList(
@@ -202,11 +214,13 @@ class ScaleNetViT(ViTTimmFace, nn.Module):
         """The constructor arguments that rebuild this architecture and parameter set, as JSON-ready plain data
         (``CONFIG_KEYS``; the depth plan as the explicit per-position list of base layers)."""
         return plain_data(dict(
-            arch=dict(self.arch), depth=self.plan.depth, mapping=list(self.plan.sources), adapter=self.adapter_cfg,
+            arch=dict(self.arch), depth=self.plan.depth, mapping=list(self.growth_plan.sources),
+            adapter=self.adapter_cfg,
             function_preserving=bool(self.function_preserving), unshared=list(self.unshared),
             img_size=list(self.img_size), patch_size=self.patch_size,
             in_channels=int(self.patch_embed.proj.in_channels), out_type=self.out_type,
-            window_size=self.window_size, global_indices=list(self.global_indices), use_rel_pos=bool(self.use_rel_pos)))
+            window_size=self.window_size, global_indices=list(self.global_indices), use_rel_pos=bool(self.use_rel_pos),
+            growth=self.growth))
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any], **overrides: Any) -> 'ScaleNetViT':
@@ -271,8 +285,14 @@ class ScaleNetViT(ViTTimmFace, nn.Module):
         return type(self).pretrained_loader(self, checkpoint, allow_other_plan, **kwargs)
 
     def growth_stacks(self) -> List[Tuple[str, DepthPlan, nn.Module]]:
-        """The grown stacks as (key prefix, depth plan, module with ``blocks`` / ``positions``): the trunk is one."""
+        """The grown stacks as (key prefix, depth plan, module with ``blocks`` / ``positions``): the trunk is one.
+        The plan is the stored one (one layer per position for the copies: ``growth``)."""
         return [('', self.plan, self)]
+
+    @property
+    def growth_plans(self) -> Tuple[DepthPlan, ...]:
+        """Per stack, which base layer each position grew from (``mapping``; for 'shared' the stored plan)."""
+        return (self.growth_plan,)
 
     def set_fused(self, fused: bool) -> 'ScaleNetViT':
         """Switch between the fused (fast, default) and the plain reference implementation of the adapters."""

@@ -63,14 +63,14 @@ def main(argv=None):
     except user_error_types() as err:
         print(format_error(err), file=sys.stderr)
         return 1
-    from mmscalenet.analysis import backbone_rows, rows_table
+    from mmscalenet.analysis import backbone_rows, input_channels, rows_table
     if args.shape is None:
         shape = tuple(getattr(backbone, 'img_size', (224, 224)))
     else:
         shape = tuple(args.shape) * (2 if len(args.shape) == 1 else 1)
-    rows = backbone_rows(backbone, shape, compare=not args.no_compare)
-    print(f'config: {args.config}\ninput shape: (1, {backbone.patch_embed.proj.in_channels}, {shape[0]}, '
-          f'{shape[1]})\n')
+    in_channels = input_channels(backbone)
+    rows = backbone_rows(backbone, shape, in_channels, compare=not args.no_compare)
+    print(f'config: {args.config}\ninput shape: (1, {in_channels}, {shape[0]}, {shape[1]})\n')
     print(rows_table(rows))
     skipped = sorted({op for r in rows for op in r['unsupported']})
     print(f'\nOne multiply-add = one FLOP. Not counted (element-wise ops, no products): {", ".join(skipped) or "-"}')

@@ -17,14 +17,22 @@ scalenet_deit_s_36l = dict(scalenet_deit_s_24l, depth=36)
 # LoRA per position instead of parallel adapters (rank 8, alpha 16 on qkv, proj, fc1, fc2): mergeable, so a trained
 # model exports to a plain timm ViT of depth 24 (tools/export.py)
 scalenet_deit_s_24l_lora = dict(scalenet_deit_s_24l, adapter=dict(type='LoRA', rank=8, alpha=16.0))
+# The paper's foil, progressive growth: the same 24 positions from independent copies of the 12 pretrained layers
+# (growth='copy': position p stores its own copy of layer p mod 12, no sharing, no adapters; twice the parameters).
+# 'copy_zero' instead zeroes the output projections of the inserted copies (the model starts as the pretrained one).
+progressive_deit_s_24l = dict(scalenet_deit_s_24l, growth='copy', adapter=None)
 
 # The embedded demo (configs/demo/): the digits ViT of depth L = 4 grown to 2L = 8 (mmscalenet.demo.DEMO_ARCH)
 digits_scalenet_8l = dict(
     type='ScaleNetViT', arch=dict(embed_dims=64, num_layers=4, num_heads=4, mlp_ratio=2.0), depth=8,
     mapping='cyclic', adapter=dict(type='ParallelAdapter', bottleneck=8, sites=('attn', 'mlp')),
     function_preserving=False, unshared=())
+# ... and its progressive foil: the same 8 positions from independent copies of the 4 base layers
+digits_progressive_8l = dict(digits_scalenet_8l, growth='copy', adapter=None)
 
 # Swin-T (stage depths 2, 2, 6, 2) grown to Swin-S's depths (2, 2, 18, 2): configs/swin/ (ImageNet and COCO)
 scalenet_swin_t_s_depth = dict(
     type='ScaleNetSwin', arch='swin-tiny', depths=(2, 2, 18, 2), mapping='cyclic',
     adapter=dict(type='ParallelAdapter', bottleneck=8, sites=('attn', 'mlp')), unshared=('rel_pos',))
+# ... and its progressive foil (a Swin-S whose blocks start as copies of Swin-T's)
+progressive_swin_t_s_depth = dict(scalenet_swin_t_s_depth, growth='copy', adapter=None)
