@@ -28,7 +28,7 @@ import time
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
-RUNS = ('base', 'scalenet', 'scratch', 'untied')
+RUNS = ('base', 'scalenet', 'progressive', 'scratch', 'untied')
 UNTIED_BACKBONE = 'classification/untied_backbone.pth'
 TENSORS = ('patch_embed.proj.weight', 'pos_embed', 'blocks.0.attn.qkv.weight', 'blocks.3.attn.qkv.weight',
            'blocks.7.attn.qkv.weight', 'positions.0.adapter_attn.down.weight', 'positions.3.adapter_attn.down.weight',
@@ -168,9 +168,9 @@ def _train_detector(run, cache, name, seed, max_iters, options, eval_every, styl
     from mmengine.hooks import Hook
     from mmengine.runner import Runner
 
-    from mmscalenet.demo import BASE_BACKBONE, SCALENET_BACKBONE, SCRATCH_BACKBONE
+    from mmscalenet.demo import ROWS
     from mmscalenet.demo.detection import build_config
-    ckpt = dict(base=BASE_BACKBONE, scalenet=SCALENET_BACKBONE, scratch=SCRATCH_BACKBONE, untied=UNTIED_BACKBONE)
+    ckpt = dict(ROWS, untied=UNTIED_BACKBONE)
     out_dir = osp.join(cache, name, f'seed{seed}')
     cfg = build_config('scalenet' if run == 'untied' else run, osp.join(cache, f'seed{seed}', ckpt[run]),
                        _scenes(cache, seed, style), out_dir, seed, max_iters)

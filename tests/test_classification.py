@@ -334,16 +334,33 @@ def test_demo_summary_merges_and_table(tmp_path):
     with open(path, 'w') as f:
         json.dump({'detection': {'base': {'bbox_mAP': 0.5}}}, f)
     row = dict(depth=4, epochs=3, params=1000, top1=90.0, train_seconds=1.0, top1_per_epoch=[80.0, 90.0])
-    section = dict(base=row, scalenet=dict(row, depth=8, epochs=1, top1=95.0), scratch=dict(row, depth=8))
+    section = dict(base=row, scalenet=dict(row, depth=8, epochs=1, top1=95.0), scratch=dict(row, depth=8),
+                   progressive=dict(row, depth=8, epochs=1, top1=93.5, params=1900))
     merge_summary(str(tmp_path), 'classification', section)
     with open(path) as f:
         summary = json.load(f)
     assert summary['detection'] == {'base': {'bbox_mAP': 0.5}}  # the detection half's keys survive
     assert summary['classification']['scalenet']['top1'] == 95.0
-    for run in ('base', 'scalenet', 'scratch'):
+    for run in ('base', 'scalenet', 'progressive', 'scratch'):
         assert {'depth', 'epochs', 'params', 'top1', 'train_seconds'} <= set(summary['classification'][run])
     table = markdown_table(section)
-    assert table.count('\n') == 4 and '| 95.00 |' in table
+    assert table.count('\n') == 5 and '| 95.00 |' in table
+    assert '| progressive (grown to 2L, copies) | 8 | 1 | 1.9 K | 93.50 |' in table
+
+
+def test_demo_jobs_wait_for_the_jobs_they_need_and_a_failure_is_raised(tmp_path, monkeypatch):
+    """run_graph: a job starts only after the jobs it waits for (rmdir fails unless mkdir ran first), two at a
+    time in spawned processes; a failing job raises its own error; a job may wait only for jobs listed before it."""
+    import operator
+    from mmscalenet.demo.jobs import run_graph
+    monkeypatch.setenv('MMSCALENET_JOBS', '2')
+    d = str(tmp_path / 'made_by_a')
+    done = run_graph([('a', os.mkdir, (d,), ()), ('sum', operator.add, (2, 3), ()), ('b', os.rmdir, (d,), ('a',))])
+    assert done == {'a': None, 'sum': 5, 'b': None} and not os.path.exists(d)
+    with pytest.raises(FileNotFoundError):
+        run_graph([('a', operator.add, (1, 1), ()), ('c', os.rmdir, (str(tmp_path / 'absent'),), ('a',))])
+    with pytest.raises(ValueError, match='must come before it'):
+        run_graph([('b', os.rmdir, (d,), ('a',)), ('a', os.mkdir, (d,), ())])
 
 
 def test_same_seed_same_weights_at_a_fixed_thread_count(mmdet_scope):

@@ -2,10 +2,15 @@
 """The embedded ScaleNet demo (what `make demo` runs): CPU only, no downloads.
 
 1. Classification: a small ViT of depth L is trained on scikit-learn's handwritten digits ("pretrained"), grown to
-   2L with ScaleNet (shared weights + adapters) and trained for a third of the epochs, against an ordinary (untied,
-   no-adapter) ViT of depth 2L trained from scratch for the full epochs.
+   2L with ScaleNet (shared weights + adapters) and trained for a third of the epochs, against the paper's foil
+   (progressive growth: 2L independent copies of the L layers, same epochs) and an ordinary (untied, no-adapter) ViT
+   of depth 2L trained from scratch for the full epochs.
 2. Detection: scenes of several digits (COCO format, boxes + masks); a small Mask R-CNN is trained with the depth-L,
-   the ScaleNet 2L and the scratch 2L backbones from step 1 and evaluated with mmdet's CocoMetric.
+   the ScaleNet 2L, the progressive 2L and the scratch 2L backbones from step 1 and evaluated with mmdet's
+   CocoMetric.
+
+The trainings run two at a time (MMSCALENET_JOBS), each as soon as what it needs exists: a detector starts when the
+classification run that writes its backbone has ended, so the halves overlap.
 
 Writes summary.json, classification.md, detection.md and PNGs (accuracy curves, predictions) into --work-dir.
 With --seeds, runs the whole demo once per seed (into <work-dir>/seed_<k>/) and writes seeds.json / seeds.md with
@@ -28,9 +33,9 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
 REFERENCE = osp.join(ROOT, 'docs', 'demo_seeds.json')
 # (section, run, metric) of the figures compared across seeds
-FIGURES = [('classification', run, 'top1') for run in ('base', 'scalenet', 'scratch')] + [
-    ('detection', run, metric) for run in ('base', 'scalenet', 'scratch')
-    for metric in ('bbox_mAP', 'bbox_mAP_50', 'segm_mAP')]
+ROWS = ('base', 'scalenet', 'progressive', 'scratch')
+FIGURES = [('classification', run, 'top1') for run in ROWS] + [
+    ('detection', run, metric) for run in ROWS for metric in ('bbox_mAP', 'bbox_mAP_50', 'segm_mAP')]
 
 
 def parse_args(argv=None):
@@ -47,16 +52,20 @@ def parse_args(argv=None):
 
 def run_once(work_dir: str, seed: int, only=None) -> dict:
     """Both halves (or one) with one seed; returns the merged summary.json."""
+    from mmscalenet.demo import classification, detection
     os.makedirs(work_dir, exist_ok=True)
-    if only in (None, 'classification'):
-        from mmscalenet.demo.classification import run as run_classification
-        print(f'=== classification half (seed {seed}): digits, base L vs ScaleNet 2L vs scratch 2L ===', flush=True)
-        run_classification(work_dir, seed=seed)
-    if only in (None, 'detection'):
-        from mmscalenet.demo.detection import run as run_detection
-        print(f'=== detection half (seed {seed}): digit scenes, Mask R-CNN with the base, ScaleNet and scratch '
-              f'backbones ===', flush=True)
-        run_detection(work_dir, seed=seed)
+    if only == 'classification':
+        classification.run(work_dir, seed=seed)
+    elif only == 'detection':
+        detection.run(work_dir, seed=seed)
+    else:
+        from mmscalenet.demo.jobs import run_graph
+        print(f'=== demo (seed {seed}): digits classification (base L, ScaleNet 2L, progressive 2L, scratch 2L), '
+              f'then Mask R-CNN on digit scenes with each backbone, two trainings at a time ===', flush=True)
+        t0 = time.perf_counter()
+        done = run_graph(classification.jobs(work_dir, seed) + detection.jobs(work_dir, seed))
+        classification.finish(work_dir, seed, done, time.perf_counter() - t0)
+        detection.finish(work_dir, seed, done, time.perf_counter() - t0)
     from mmscalenet.demo import SUMMARY
     with open(osp.join(work_dir, SUMMARY)) as f:
         return json.load(f)

@@ -3,12 +3,14 @@
 1. *base*: a small ViT of depth L trained on the digits for E epochs: the "pretrained" model.
 2. *scalenet*: base grown to 2L (cyclic map, shared weights, parallel adapters: ``digits_scalenet_8l`` of
    ``configs/_base_/models/scalenet_backbones.py``) and trained for E / 3 epochs.
-3. *scratch*: an ordinary ViT of depth 2L trained from random weights for E epochs.
+3. *progressive*: the paper's foil, base grown to 2L by independent copies of its layers (``growth='copy'``, no
+   adapters: ``digits_progressive_8l``), trained exactly as *scalenet* (E / 3 epochs).
+4. *scratch*: an ordinary ViT of depth 2L trained from random weights for E epochs.
 
-Same recipe for all three (``configs/demo/digits_cls_*.py``, run by mmengine's Runner); top-1 is the val accuracy
+Same recipe for all four (``configs/demo/digits_cls_*.py``, run by mmengine's Runner); top-1 is the val accuracy
 after the last epoch (no best-epoch picking). Writes ``summary.json`` (key ``classification``, merged with what is
-there), ``classification.md``, ``classification_curves.png`` and the ``BASE_BACKBONE`` / ``SCALENET_BACKBONE`` /
-``SCRATCH_BACKBONE`` checkpoints (for the detection half) into the work dir.
+there), ``classification.md``, ``classification_curves.png`` and the backbone checkpoints of ``ROWS`` (for the
+detection and segmentation halves) into the work dir.
 
     python -m mmscalenet.demo.classification --work-dir work_dirs/demo
 """
@@ -18,18 +20,20 @@ import os.path as osp
 import time
 from typing import Any, Dict, List, Optional
 
-from . import BASE_BACKBONE, SCALENET_BACKBONE, SCRATCH_BACKBONE, merge_summary
+from . import ROWS, merge_summary
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIG_DIR = osp.join(ROOT, 'configs', 'demo')
-RUNS = ('base', 'scalenet', 'scratch')
+RUNS = ('base', 'scalenet', 'progressive', 'scratch')
+GROWN = ('scalenet', 'progressive')   # the runs that start from the base run's backbone
+BACKBONES = dict(ROWS)
 
 
 def _config(run: str, work_dir: str, seed: int, init_checkpoint: Optional[str] = None):
     """``configs/demo/digits_cls_<run>.py`` as it is, with this demo run's work dir, seed and starting checkpoint."""
     from mmengine.config import Config
     cfg = Config.fromfile(osp.join(CONFIG_DIR, f'digits_cls_{run}.py'))
-    if run == 'scalenet':
+    if run in GROWN:
         cfg.model.init_cfg = dict(type='Pretrained', checkpoint=init_checkpoint)
     cfg.work_dir = osp.join(work_dir, 'classification', run)
     cfg.randomness = dict(seed=seed, deterministic=False)
@@ -84,10 +88,10 @@ def _save_backbone(model, path: str) -> None:
 
 def markdown_table(results: Dict[str, Dict[str, Any]]) -> str:
     names = dict(base=f'base (depth L, "pretrained")', scalenet='ScaleNet (grown to 2L)',
-                 scratch='scratch (depth 2L)')
+                 progressive='progressive (grown to 2L, copies)', scratch='scratch (depth 2L)')
     rows = ['| model | depth | epochs | params | val top-1 (%) | train time (s) |',
             '| --- | ---: | ---: | ---: | ---: | ---: |']
-    for run in RUNS:
+    for run in [r for r in RUNS if r in results]:
         r = results[run]
         top1 = f'{r["top1"]:.2f}' if r['top1'] is not None else 'n/a'
         rows.append(f'| {names[run]} | {r["depth"]} | {r["epochs"]} | {r["params"] / 1e3:.1f} K | {top1} | '
@@ -102,8 +106,8 @@ def _plot(results: Dict[str, Dict[str, Any]], path: str) -> None:
     from matplotlib.ticker import MaxNLocator
     fig, ax = plt.subplots(figsize=(6, 4))
     labels = dict(base='base, depth L (from scratch)', scalenet='ScaleNet 2L (from base)',
-                  scratch='scratch, depth 2L')
-    for run in RUNS:
+                  progressive='progressive 2L (copies of base)', scratch='scratch, depth 2L')
+    for run in [r for r in RUNS if r in results]:
         curve = results[run]['top1_per_epoch']
         ax.plot(range(1, len(curve) + 1), curve, marker='o', markersize=3, label=labels[run])
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -118,44 +122,45 @@ def _plot(results: Dict[str, Dict[str, Any]], path: str) -> None:
 
 
 def run(work_dir: str, seed: int = 0) -> Dict[str, Any]:
-    """Run the three trainings and write the summary, table, plot and backbones; returns the results section."""
+    """Run the four trainings and write the summary, table, plot and backbones; returns the results section."""
     import mmscalenet  # noqa: F401  (registers the modules)
+    from .jobs import run_graph
     os.makedirs(work_dir, exist_ok=True)
     start = time.perf_counter()
-    return _run(work_dir, seed, start)
+    return finish(work_dir, seed, run_graph(jobs(work_dir, seed)), time.perf_counter() - start)
 
 
-def _grown_job(work_dir: str, seed: int) -> Dict[str, Dict[str, Any]]:
-    """The base ("pretraining") run, then the ScaleNet run grown from it; saves both backbones."""
-    base = _train(_config('base', work_dir, seed))
-    base_path = osp.join(work_dir, BASE_BACKBONE)
-    _save_backbone(base.pop('model'), base_path)
-    grown = _train(_config('scalenet', work_dir, seed, init_checkpoint=base_path))
-    _save_backbone(grown.pop('model'), osp.join(work_dir, SCALENET_BACKBONE))
-    return dict(base=base, scalenet=grown)
+def train_run(run: str, work_dir: str, seed: int) -> Dict[str, Any]:
+    """One training of the half (a grown run starts from the base run's backbone); saves its backbone."""
+    init = osp.join(work_dir, BACKBONES['base']) if run in GROWN else None
+    result = _train(_config(run, work_dir, seed, init_checkpoint=init))
+    _save_backbone(result.pop('model'), osp.join(work_dir, BACKBONES[run]))
+    return result
 
 
-def _scratch_job(work_dir: str, seed: int) -> Dict[str, Dict[str, Any]]:
-    """The depth-2L model from random weights; saves its backbone (the detection half's third row)."""
-    scratch = _train(_config('scratch', work_dir, seed))
-    _save_backbone(scratch.pop('model'), osp.join(work_dir, SCRATCH_BACKBONE))
-    return dict(scratch=scratch)
+def jobs(work_dir: str, seed: int) -> list:
+    """The half's trainings as :func:`~mmscalenet.demo.jobs.run_graph` jobs named ``classification/<run>``: the
+    grown runs wait for the base run; the long scratch run is listed early so it starts at once."""
+    os.makedirs(work_dir, exist_ok=True)
+    order = ('base', 'scratch', 'scalenet', 'progressive')
+    return [(f'classification/{run}', train_run, (run, work_dir, seed),
+             ('classification/base',) if run in GROWN else ()) for run in order]
 
 
-def _run(work_dir: str, seed: int, start: float) -> Dict[str, Any]:
-    from .jobs import run_jobs
-    done = run_jobs([('grown', _grown_job, (work_dir, seed)), ('scratch', _scratch_job, (work_dir, seed))])
-    results: Dict[str, Dict[str, Any]] = {**done['grown'], **done['scratch']}
-
+def finish(work_dir: str, seed: int, done: Dict[str, Any], wall_seconds: float) -> Dict[str, Any]:
+    """Table, note, plot and the ``classification`` section of summary.json from the jobs' results."""
+    results: Dict[str, Dict[str, Any]] = {run: done[f'classification/{run}'] for run in RUNS}
     table = markdown_table(results)
-    s, c = results['scalenet'], results['scratch']
+    s, c, g = results['scalenet'], results['scratch'], results['progressive']
     verdict = ('ScaleNet beats scratch' if s['top1'] > c['top1'] else 'ScaleNet does NOT beat scratch')
     note = (f'{verdict}: {s["top1"]:.2f} % vs {c["top1"]:.2f} % val top-1, with {s["epochs"]} vs {c["epochs"]} '
-            f'epochs and {s["params"] / 1e3:.1f} K vs {c["params"] / 1e3:.1f} K parameters (seed {seed}).')
+            f'epochs and {s["params"] / 1e3:.1f} K vs {c["params"] / 1e3:.1f} K parameters (seed {seed}). The '
+            f'foil, progressive growth (independent copies, same epochs as ScaleNet): {g["top1"]:.2f} % with '
+            f'{g["params"] / 1e3:.1f} K parameters.')
     with open(osp.join(work_dir, 'classification.md'), 'w') as f:
-        f.write('# Digits stand-in: ScaleNet vs. scratch\n\n' + table + '\n\n' + note + '\n')
+        f.write('# Digits stand-in: ScaleNet vs. progressive growth vs. scratch\n\n' + table + '\n\n' + note + '\n')
     _plot(results, osp.join(work_dir, 'classification_curves.png'))
-    section = dict(results, seed=seed, wall_seconds=round(time.perf_counter() - start, 1))
+    section = dict(results, seed=seed, wall_seconds=round(wall_seconds, 1))
     merge_summary(work_dir, 'classification', section)
     print('\n' + table + '\n\n' + note + f'\n(classification half: {section["wall_seconds"]:.0f} s)', flush=True)
     return section

@@ -1,12 +1,12 @@
 """Detection half of the embedded demo: Mask R-CNN on digit scenes with the classification half's backbones (CPU).
 
 1. Generate the digit scenes (:mod:`mmscalenet.demo.digit_scenes`, COCO format) under ``<work_dir>/detection/``.
-2. Train ``configs/demo/digits_det_base.py`` (backbone: the depth-L model, ``BASE_BACKBONE``),
-   ``configs/demo/digits_det_scalenet.py`` (the ScaleNet model grown to 2L, ``SCALENET_BACKBONE``) and
-   ``configs/demo/digits_det_scratch.py`` (the depth-2L model trained from scratch, ``SCRATCH_BACKBONE``) with the
-   same recipe and seed. The configs define the backbones; a checkpoint that does not match its config is refused.
+2. Train ``configs/demo/digits_det_<row>.py`` for every row of ``ROWS``: base (the depth-L model), scalenet (grown
+   to 2L with shared layers), progressive (grown to 2L with independent copies, the paper's foil) and scratch (depth
+   2L from random weights), each with the backbone the classification half wrote, the same recipe and seed. The
+   configs define the backbones; a checkpoint that does not match its config is refused.
 3. Evaluate each on the val scenes with mmdet's ``CocoMetric`` (bbox + segm).
-4. Merge ``detection.{base,scalenet,scratch}.{bbox_mAP,bbox_mAP_50,segm_mAP,train_seconds,...}`` into
+4. Merge ``detection.<row>.{bbox_mAP,bbox_mAP_50,segm_mAP,train_seconds,backbone_params,...}`` into
    ``summary.json``, write ``detection.md`` (table) and PNGs of predictions on a few val scenes, print the table.
 
     python -m mmscalenet.demo.detection --work-dir work_dirs/demo
@@ -20,12 +20,12 @@ import os.path as osp
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from . import BASE_BACKBONE, SCALENET_BACKBONE, SCRATCH_BACKBONE, merge_summary
+from . import ROWS, merge_summary
 from .digit_scenes import CLASSES, generate
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIG_DIR = osp.join(ROOT, 'configs', 'demo')
-RUNS = (('base', BASE_BACKBONE), ('scalenet', SCALENET_BACKBONE), ('scratch', SCRATCH_BACKBONE))
+RUNS = ROWS
 # Scene set sizes: enough for a clear signal within the CPU budget (both trainings under 10 minutes on 2 cores).
 NUM_TRAIN, NUM_VAL = 800, 150
 NUM_PICTURES = 4
@@ -127,10 +127,10 @@ def _detection_job(run_name: str, checkpoint: str, scenes: Dict[str, str], work_
     cfg = build_config(run_name, checkpoint, scenes, work_dir, seed, max_iters)
     cfg.merge_from_dict(cfg_options)
     out = _train_and_test(cfg)
-    m = out['metrics']
+    # a detector that finds nothing gets no COCO figures from mmdet (it logs "results ... empty"): 0, as found
+    m = {k: float(out['metrics'].get(f'coco/{k}', 0.0)) for k in ('bbox_mAP', 'bbox_mAP_50', 'segm_mAP', 'segm_mAP_50')}
     entry = dict(
-        bbox_mAP=float(m['coco/bbox_mAP']), bbox_mAP_50=float(m['coco/bbox_mAP_50']),
-        segm_mAP=float(m['coco/segm_mAP']), segm_mAP_50=float(m['coco/segm_mAP_50']),
+        **m,
         train_seconds=round(out['train_seconds'], 1), test_seconds=round(out['test_seconds'], 1),
         depth=out['depth'], backbone_params=out['backbone_params'],
         iters=int(cfg.train_cfg.max_iters), batch_size=int(cfg.train_dataloader.batch_size),
@@ -157,38 +157,59 @@ def run(work_dir: str, seed: int = 0, max_iters: Optional[int] = None, num_train
         cfg_options: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """The detection half; returns the ``detection`` entry it merged into ``<work_dir>/summary.json``.
 
-    ``runs`` picks some of base / scalenet / scratch (default: all); ``cfg_options`` (mmengine ``--cfg-options``
-    keys) change every run's config the same way, e.g. ``{'optim_wrapper.paramwise_cfg.sharing_rule': 'first'}``.
+    ``runs`` picks some of the rows (default: all of ``ROWS``); ``cfg_options`` (mmengine ``--cfg-options`` keys)
+    change every run's config the same way, e.g. ``{'optim_wrapper.paramwise_cfg.sharing_rule': 'first'}``.
     """
-    names = [name for name, _ in RUNS]
-    runs = list(runs or names)
-    unknown = sorted(set(runs) - set(names))
-    if unknown:
-        raise ValueError(f'unknown detection run(s) {unknown}: choose from {names}')
-    chosen = [(name, rel) for name, rel in RUNS if name in runs]
+    chosen = _chosen(runs)
     missing = [osp.join(work_dir, rel) for _, rel in chosen if not osp.isfile(osp.join(work_dir, rel))]
     if missing:
         raise MissingBackboneError(
             f'backbone checkpoint(s) {", ".join(missing)} not found: run the classification half first '
             f'(python -m mmscalenet.demo.classification --work-dir {work_dir}, or make demo)')
-    return _run(work_dir, seed, max_iters, num_train, num_val, chosen, dict(cfg_options or {}))
-
-
-def _run(work_dir: str, seed: int, max_iters: Optional[int], num_train: int, num_val: int,
-         chosen: Sequence[Tuple[str, str]], cfg_options: Dict[str, Any]) -> Dict[str, Any]:
+    from .jobs import run_graph
     t_start = time.perf_counter()
-    scenes = generate(osp.join(work_dir, 'detection', 'scenes'), num_train=num_train, num_val=num_val, seed=seed)
+    done = run_graph(jobs(work_dir, seed, max_iters, num_train, num_val, runs, cfg_options, after_classification=False))
+    return finish(work_dir, seed, done, time.perf_counter() - t_start, num_train, num_val, runs, cfg_options)
+
+
+def _chosen(runs: Optional[Sequence[str]]) -> List[Tuple[str, str]]:
+    names = [name for name, _ in RUNS]
+    unknown = sorted(set(runs or names) - set(names))
+    if unknown:
+        raise ValueError(f'unknown detection run(s) {unknown}: choose from {names}')
+    return [(name, rel) for name, rel in RUNS if name in (runs or names)]
+
+
+def _val_images(scenes: Dict[str, str]) -> List[str]:
     with open(scenes['val_ann']) as f:
-        val_images = [osp.join(scenes['val_img'], im['file_name']) for im in json.load(f)['images'][:NUM_PICTURES]]
-    from .jobs import run_jobs
-    done = run_jobs([(name, _detection_job, (name, osp.join(work_dir, rel), scenes, work_dir, seed, max_iters,
-                                             cfg_options, val_images)) for name, rel in chosen])
-    det: Dict[str, Any] = {name: done[name][0] for name, _ in chosen}
-    pictures: List[str] = [p for name, _ in chosen for p in done[name][1]]
+        return [osp.join(scenes['val_img'], im['file_name']) for im in json.load(f)['images'][:NUM_PICTURES]]
+
+
+def jobs(work_dir: str, seed: int = 0, max_iters: Optional[int] = None, num_train: int = NUM_TRAIN,
+         num_val: int = NUM_VAL, runs: Optional[Sequence[str]] = None, cfg_options: Optional[Dict[str, Any]] = None,
+         after_classification: bool = True) -> list:
+    """Generate the scenes, then the trainings as :func:`~mmscalenet.demo.jobs.run_graph` jobs named
+    ``detection/<row>``, each waiting for the classification job that writes its backbone (unless
+    ``after_classification`` is False: the backbones are on disk already)."""
+    scenes = generate(osp.join(work_dir, 'detection', 'scenes'), num_train=num_train, num_val=num_val, seed=seed)
+    val_images = _val_images(scenes)
+    return [(f'detection/{name}', _detection_job, (name, osp.join(work_dir, rel), scenes, work_dir, seed, max_iters,
+                                                   dict(cfg_options or {}), val_images),
+             (f'classification/{name}',) if after_classification else ()) for name, rel in _chosen(runs)]
+
+
+def finish(work_dir: str, seed: int, done: Dict[str, Any], wall_seconds: float, num_train: int = NUM_TRAIN,
+           num_val: int = NUM_VAL, runs: Optional[Sequence[str]] = None,
+           cfg_options: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """The ``detection`` section of summary.json, detection.md and the table, from the jobs' results."""
+    chosen = _chosen(runs)
+    cfg_options = dict(cfg_options or {})
+    det: Dict[str, Any] = {name: done[f'detection/{name}'][0] for name, _ in chosen}
+    pictures: List[str] = [p for name, _ in chosen for p in done[f'detection/{name}'][1]]
     first = det[chosen[0][0]]
     det['num_train_scenes'], det['num_val_scenes'], det['seed'] = num_train, num_val, seed
     det['cfg_options'] = cfg_options
-    det['wall_seconds'] = round(time.perf_counter() - t_start, 1)
+    det['wall_seconds'] = round(wall_seconds, 1)
     merge_summary(work_dir, 'detection', det)
     table = format_table(det)
     with open(osp.join(work_dir, 'detection.md'), 'w') as f:
@@ -196,7 +217,8 @@ def _run(work_dir: str, seed: int, max_iters: Optional[int], num_train: int, num
                 f'{num_train} train / {num_val} val scenes (seed {seed}), {first["iters"]} iterations of '
                 f'batch {first["batch_size"]} per model, CPU; COCO metrics from mmdet\'s CocoMetric on the val '
                 f'scenes. Backbones from the classification half (base: depth L; scalenet: grown to 2L with '
-                f'shared weights; scratch: depth 2L trained from random weights).'
+                f'shared weights; progressive: grown to 2L with independent copies, the paper\'s foil; scratch: '
+                f'depth 2L trained from random weights).'
                 + (f' Config changes: {cfg_options}.' if cfg_options else '') + '\n\n' + table
                 + '\n\nPredictions on val scenes: ' + ', '.join(osp.relpath(p, work_dir) for p in pictures) + '\n')
     print(table)
