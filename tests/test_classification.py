@@ -152,7 +152,8 @@ def test_imagenet_config_loads_and_builds(path, mmdet_scope):
     assert cfg.custom_imports == dict(imports=['mmscalenet'], allow_failed_imports=False)
     name = osp.basename(path)
     depth = int(re.search(r'-(\d+)l_', name).group(1))
-    grown = name.startswith('scalenet_')
+    grown = name.startswith(('scalenet_', 'progressive_'))   # ScaleNet, or the foil with ScaleNet's recipe
+    foil = name.startswith('progressive_')
     assert cfg.train_cfg.max_epochs == (100 if grown else 300)
     init = cfg.model.get('init_cfg')
     assert (init is not None and init['checkpoint'].startswith('timm:deit_')) == grown
@@ -163,14 +164,16 @@ def test_imagenet_config_loads_and_builds(path, mmdet_scope):
         model = MODELS.build(cfg.model)
     assert type(model).__name__ == 'ScaleNetClassifier'
     assert model.backbone.plan.depth == depth
-    assert model.backbone.plan.base_depth == (12 if grown else 24)
+    assert model.backbone.growth_plan.base_depth == (12 if grown else 24)
+    assert model.backbone.plan.base_depth == (24 if foil or not grown else 12)   # the copies: one layer each
     assert model.head.out_features == 1000
-    assert (model.backbone.adapter_cfg is not None) == grown
+    assert (model.backbone.adapter_cfg is not None) == (grown and not foil)
+    assert model.backbone.growth == ('copy' if foil else 'shared')
 
 
 def test_demo_configs_load(mmdet_scope):
     epochs, models = {}, {}
-    for run in ('base', 'scalenet', 'scratch'):
+    for run in ('base', 'scalenet', 'progressive', 'scratch'):
         cfg = Config.fromfile(osp.join(ROOT, 'configs', 'demo', f'digits_cls_{run}.py'))
         assert cfg.optim_wrapper.type == 'OptimWrapper'
         epochs[run] = cfg.train_cfg.max_epochs
@@ -183,6 +186,10 @@ def test_demo_configs_load(mmdet_scope):
     assert models['scalenet'].adapter_cfg['bottleneck'] == entry.adapter.bottleneck
     assert models['base'].adapter_cfg is None and models['scratch'].adapter_cfg is None
     assert epochs['base'] == epochs['scratch'] == 3 * epochs['scalenet']
+    # the foil: the ScaleNet run with only the growth changed (its own layers, no adapters, the same epochs)
+    foil = models['progressive']
+    assert foil.growth == 'copy' and foil.growth_plan == models['scalenet'].growth_plan
+    assert foil.adapter_cfg is None and len(foil.blocks) == entry.depth and epochs['progressive'] == epochs['scalenet']
 
 
 # ---- datasets ---------------------------------------------------------------------------------------------------

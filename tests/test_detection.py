@@ -335,8 +335,10 @@ def test_coco_configs_are_the_recipes():
         assert ow.type == 'AmpOptimWrapper' and ow.constructor == 'ScaleNetLayerDecayOptimizerConstructor'
         assert ow.optimizer.type == 'AdamW' and ow.optimizer.lr == 1e-4 and ow.optimizer.weight_decay == 0.1
         assert ow.paramwise_cfg == dict(decay_rate=0.7)          # depth read from the model, rule 'base'
-        assert (bb.depth == 24) == ('scalenet' in osp.basename(path))
-        assert (bb.adapter is None) == (bb.depth == 12)
+        foil = 'progressive' in osp.basename(path)   # the foil: ScaleNet's config with only the growth changed
+        assert (bb.depth == 24) == ('scalenet' in osp.basename(path) or foil)
+        assert (bb.adapter is None) == (bb.depth == 12 or foil) and bb.get('growth', 'shared') == (
+            'copy' if foil else 'shared')
         if osp.basename(path).startswith('vitdet'):
             assert cfg.train_cfg.max_iters == 184375 and cfg.train_dataloader.batch_size == 4
             assert cfg.model.neck.type == 'ScaleNetSimpleFPN'
