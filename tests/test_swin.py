@@ -342,6 +342,9 @@ def test_swin_configs_build(mmdet_scope):
         if 'scalenet' in name:   # the grown model: Swin-T -> Swin-S depths
             assert bb.type == 'ScaleNetSwin' and bb.arch == 'swin-tiny' and tuple(bb.depths) == (2, 2, 18, 2)
             assert bb.adapter.type == 'ParallelAdapter'
+        elif 'progressive' in name:   # the foil: the same growth by independent copies, no adapters
+            assert bb.type == 'ScaleNetSwin' and bb.arch == 'swin-tiny' and tuple(bb.depths) == (2, 2, 18, 2)
+            assert bb.adapter is None and bb.growth == 'copy'
         elif name.startswith('swin-s_'):   # ImageNet baseline: Swin-S from scratch
             assert bb.type == 'ScaleNetSwin' and bb.arch == 'swin-small' and bb.adapter is None
             assert cfg.model.init_cfg is None and cfg.train_cfg.max_epochs == 300
