@@ -1,5 +1,6 @@
 """OpenMMLab packaging: the wheel carries configs, tools and the model index under mmscalenet/.mim, mmengine resolves
-``mmscalenet::`` bases from the installed package, and the metafiles list every shipped config."""
+``mmscalenet::`` bases from the installed package (mmdet's own tools too, through the install's .pth), and the
+metafiles list every shipped config."""
 import glob
 import os
 import os.path as osp
@@ -24,7 +25,7 @@ def installed(tmp_path_factory):
     for item in ('mmscalenet', 'configs', 'tools'):
         shutil.copytree(osp.join(ROOT, item), src / item, symlinks=False,
                         ignore=shutil.ignore_patterns('__pycache__', '*.pyc', '.mim'))
-    for item in ('setup.py', 'model-index.yml', 'README.md', 'requirements.txt'):
+    for item in ('setup.py', 'model-index.yml', 'README.md', 'requirements.txt', '_mmscalenet_config_scheme.py'):
         shutil.copy2(osp.join(ROOT, item), src / item)
     proc = subprocess.run([sys.executable, '-m', 'pip', 'wheel', '--no-deps', '--no-build-isolation', '--no-index',
                            '-q', '-w', str(tmp / 'dist'), str(src)], capture_output=True, text=True, timeout=300)
@@ -60,6 +61,7 @@ def test_mmscalenet_scheme_from_the_installed_package(installed, tmp_path, edita
     if editable:
         site = tmp_path / 'editable'
         shutil.copytree(installed[0] / 'mmscalenet', site / 'mmscalenet')
+        shutil.copy2(installed[0] / '_mmscalenet_config_scheme.py', site)
     (tmp_path / 'user.py').write_text(f"_base_ = 'mmscalenet::{COCO_CFG}'\nmodel = dict(backbone=dict(depth=18))\n")
     code = ('import mmscalenet, sys\n'
             f'assert mmscalenet.__file__.startswith({str(site)!r}), mmscalenet.__file__\n'
@@ -73,6 +75,74 @@ def test_mmscalenet_scheme_from_the_installed_package(installed, tmp_path, edita
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = next(line for line in proc.stdout.splitlines() if line.startswith('RESULT'))
     assert result.split()[1:] == ['deit-small', '18', '14', '384']
+
+
+def test_both_installs_carry_the_startup_hook(installed):
+    """The regular wheel and the PEP 660 editable wheel (``pip install -e .``) both put the ``.pth`` and its module
+    into site-packages; the editable one maps the module to the checkout like the package."""
+    _, names = installed
+    assert {'mmscalenet-config-scheme.pth', '_mmscalenet_config_scheme.py'} <= names
+    src = installed[0].parent / 'src'
+    code = 'from setuptools import build_meta; print("WHEEL", build_meta.build_editable("../editable-dist"))'
+    proc = subprocess.run([sys.executable, '-c', code], cwd=src, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    wheel = src.parent / 'editable-dist' / proc.stdout.split('WHEEL')[-1].strip()
+    with zipfile.ZipFile(wheel) as z:
+        pth = z.read('mmscalenet-config-scheme.pth').decode()
+        finder = next(z.read(n).decode() for n in z.namelist() if n.endswith('_finder.py'))
+        record = next(z.read(n).decode() for n in z.namelist() if n.endswith('RECORD'))
+    assert pth == 'import _mmscalenet_config_scheme; _mmscalenet_config_scheme.install()\n'
+    assert f"'_mmscalenet_config_scheme': '{src / '_mmscalenet_config_scheme'}'" in finder
+    assert 'mmscalenet-config-scheme.pth,sha256=' in record
+    assert (src / 'mmscalenet' / '.mim' / 'configs').is_symlink()
+
+
+# mmdet's own tools (from the installed mmdet's .mim), run as a user runs them on a config in their own folder; the
+# wheel's site folder is added with site.addsitedir, which runs its .pth as Python does for site-packages at start-up
+_MMDET_TOOLS = """
+import os, runpy, site, sys
+site.addsitedir(sys.argv[1])
+print('STARTUP', 'mmengine' in sys.modules, 'torch' in sys.modules,
+      any(getattr(f, '__name__', '') == '_PatchAfterImport' for f in sys.meta_path))
+tools, runs = sys.argv[2], sys.argv[3:]
+for run in runs:
+    sys.argv = [os.path.join(tools, run.split()[0]), *run.split()[1:]]
+    runpy.run_path(sys.argv[0], run_name='__main__')
+    print('DONE', run.split()[0])
+"""
+
+
+@pytest.fixture(scope='module')
+def mmdet_tools_run(installed, tmp_path_factory):
+    """mmdet's tools/train.py (one iteration) then tools/test.py --out on ``_base_ = 'mmscalenet::<COCO config>'``,
+    shrunk as the pipeline test shrinks it, on the pipeline test's tiny COCO set: one process, both tools."""
+    import mmdet
+    from test_pipeline import COCO_OPTIONS, _coco_set
+    cwd = tmp_path_factory.mktemp('mmdet_tools')
+    _coco_set(str(cwd / 'data' / 'coco'))
+    (cwd / 'user.py').write_text(f"_base_ = 'mmscalenet::{COCO_CFG}'\n"
+                                 "model = dict(backbone=dict(init_cfg=None))   # no ImageNet stage here\n")
+    small = ' '.join([*COCO_OPTIONS, 'model.train_cfg.rpn_proposal.max_per_img=64', 'model.test_cfg.rpn.max_per_img=64',
+                      'model.train_cfg.rcnn.sampler.num=64', 'model.test_cfg.rcnn.max_per_img=10'])
+    train = (f'train.py user.py --work-dir run --cfg-options {small} train_cfg.max_iters=1 '
+             'default_hooks.checkpoint.interval=1 val_cfg=None val_dataloader=None val_evaluator=None')
+    test = f'test.py user.py run/iter_1.pth --work-dir test --out preds.pkl --cfg-options {small}'
+    tools = osp.join(osp.dirname(mmdet.__file__), '.mim', 'tools')
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH='')   # nothing of the checkout: the wheel's files only
+    proc = subprocess.run([sys.executable, '-c', _MMDET_TOOLS, str(installed[0]), tools, train, test], cwd=cwd,
+                          env=env, capture_output=True, text=True, timeout=600)
+    return proc, cwd
+
+
+def test_mmdet_own_tools_train_and_test_an_mmscalenet_base(mmdet_tools_run):
+    proc, cwd = mmdet_tools_run
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    # start-up: the .pth put the hook on sys.meta_path and imported neither mmengine nor torch
+    assert 'STARTUP False False True' in proc.stdout
+    assert 'DONE train.py' in proc.stdout and 'DONE test.py' in proc.stdout
+    assert 'coco/segm_mAP' in proc.stdout + proc.stderr and (cwd / 'preds.pkl').is_file()
+    dumped = (cwd / 'run' / 'user.py').read_text()       # mmdet's train.py dumps the resolved config
+    assert "type='ScaleNetViT'" in dumped and 'depth=4' in dumped
 
 
 def test_scheme_needs_the_package_registered():
