@@ -5,10 +5,13 @@ Importing it changes nothing in mmengine's own behaviour: safe checkpoint loadin
 (``mmscalenet.checkpoint.safe_mmengine_io()``, ``SafeCheckpointIOHook``). The additions are this package's entry
 in mmengine's ``PACKAGE::`` config table (:func:`register_config_scheme`) and mmengine's checkpoint data types on
 torch's ``weights_only`` allow-list (``mmscalenet/mmengine_globals.py``), so that mmdet's ``init_detector`` /
-``DetInferencer`` and mmengine's ``load_checkpoint`` read trained checkpoints, still without running anything in them.
+``DetInferencer`` and mmengine's ``load_checkpoint`` read trained checkpoints, still without running anything in them;
+and a FLOP handle for ``scaled_dot_product_attention``, which mmengine's counter has none for
+(``mmscalenet.analysis.count_attention_in_mmengine``: mmdet's ``get_flops.py`` then counts attention).
 """
 from mmdet.registry import MODELS
 
+from .analysis import count_attention_in_mmengine
 from .mmengine_globals import register as _register_mmengine_globals
 
 from .models.mm_backbone import ScaleNetSwinModule, ScaleNetViTModule
@@ -100,3 +103,4 @@ def register_config_scheme() -> None:
 
 register_config_scheme()
 _register_mmengine_globals()
+count_attention_in_mmengine()

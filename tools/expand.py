@@ -20,6 +20,11 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
+# The adapter bottleneck of the shipped configs' grown backbones (configs/_base_/models/scalenet_backbones.py and the
+# timm names of the ViT): a file grown with the defaults loads into them (tests/test_packaging.py compares).
+BOTTLENECK = {'vit': 16, 'swin': 8}
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -35,8 +40,12 @@ def parse_args(argv=None):
     p.add_argument('--mapping', default='cyclic',
                    help="'cyclic' (default), 'interleave', or (ViT) a comma-separated list of D base-layer indices")
     p.add_argument('--adapter', choices=['parallel', 'lora', 'none'], default='parallel',
-                   help='per-position adjustment parameters (default parallel adapters)')
-    p.add_argument('--bottleneck', type=int, default=8, help='parallel adapter bottleneck (default 8)')
+                   help='per-position adjustment parameters (default parallel adapters, the shipped configs\' choice; '
+                        'a model with them exports to ONNX or the ScaleNet format but not to a plain timm model: '
+                        'the ReLU between their projections cannot be merged, LoRA can)')
+    p.add_argument('--bottleneck', type=int, default=None,
+                   help='parallel adapter bottleneck (default: what the shipped configs use, so that DST loads into '
+                        'them: ' + ', '.join(f'{v} for a {k}' for k, v in BOTTLENECK.items()) + ')')
     p.add_argument('--rank', type=int, default=8, help='LoRA rank (default 8)')
     p.add_argument('--alpha', type=float, default=16.0, help='LoRA alpha (default 16)')
     p.add_argument('--function-preserving', action='store_true',
@@ -74,7 +83,8 @@ def family_of_arch(arch, backbone):
 def build(args, family, arch):
     """The grown backbone the arguments describe, and its plain base (no growth, no adapters)."""
     from mmscalenet.models import ScaleNetSwin, ScaleNetViT
-    adapter = {'parallel': dict(type='ParallelAdapter', bottleneck=args.bottleneck),
+    bottleneck = BOTTLENECK[family] if args.bottleneck is None else args.bottleneck
+    adapter = {'parallel': dict(type='ParallelAdapter', bottleneck=bottleneck),
                'lora': dict(type='LoRA', rank=args.rank, alpha=args.alpha), 'none': None}[args.adapter]
     try:
         depth = [int(v) for v in args.depth.split(',')]

@@ -90,9 +90,10 @@ class SafeCheckpointIOHook(Hook):
 
     mmengine calls ``before_run`` before ``load_or_resume`` (``resume``, ``load_from``) and before the model's
     ``init_cfg`` weights are loaded, and every checkpoint save happens between the two. mmengine 0.10 calls no hook
-    when a run raises, so after an exception mmengine stays patched until :meth:`close` (or the next ``before_run``
-    of this hook, which starts over); the tools run the whole runner inside ``safe_mmengine_io()`` instead, which
-    restores on exceptions too.
+    when a run raises, so after an exception mmengine stays patched until :meth:`close`: the next ``before_run`` of
+    this hook, or at the latest the interpreter's exit (an ``atexit`` handler; left to garbage collection, the block
+    would be closed after Python had torn its import system down, a second traceback after mmdet's tools fail). The
+    project's tools run the whole runner inside ``safe_mmengine_io()`` instead, which restores on exceptions too.
     """
 
     priority = 'VERY_HIGH'   # before any other hook's before_run, which might load a checkpoint
@@ -101,17 +102,21 @@ class SafeCheckpointIOHook(Hook):
         self._block = None
 
     def before_run(self, runner) -> None:
+        import atexit
         self.close()
         self._block = safe_mmengine_io()
         self._block.__enter__()
+        atexit.register(self.close)
 
     def after_run(self, runner) -> None:
         self.close()
 
     def close(self) -> None:
         """Restore mmengine's own functions if this hook's block is open (idempotent)."""
+        import atexit
         block, self._block = self._block, None
         if block is not None:
+            atexit.unregister(self.close)
             block.__exit__(None, None, None)
 
 
