@@ -356,6 +356,23 @@ def check_output_path(path: str) -> None:
         raise ToolError(f'cannot write {path}: no file can be created in {existing} ({err.strerror or err})') from None
 
 
+def check_destination(dst: str, force: bool = False, sources: tuple = (), what: str = 'output') -> None:
+    """An output file of a tool, before any work: never one of the tool's inputs (``export X X`` would replace the
+    ScaleNet source by its export; refused even with --force), never a symbolic link (writing replaces the link by
+    a regular file, or would write wherever it points), writable (:func:`check_output_path`), and new unless
+    ``force``. Raises :class:`ToolError` with one line (``what``: how the message names the output, e.g. --out)."""
+    for src in sources:
+        if isinstance(src, str) and osp.exists(src) and osp.exists(dst) and osp.samefile(src, dst):
+            raise ToolError(f'{what} {dst} is the input {src}; nothing was written (write the result to another '
+                            f'file: this would replace the input)')
+    if osp.islink(dst):
+        raise ToolError(f'{what} {dst} is a symbolic link (to {os.readlink(dst)}); nothing was written (give the '
+                        f'path of a regular file: writing would replace the link or the file it points to)')
+    check_output_path(dst)
+    if osp.exists(dst) and not force:
+        raise ToolError(f'{what} {dst} exists; pass --force to overwrite it')
+
+
 def write_error(path: str, err: OSError) -> str:
     """One line for an ``OSError`` raised while writing ``path`` (disk full, file too large, ...)."""
     return f'error: writing {path} failed ({err.strerror or err}); nothing was written'

@@ -159,6 +159,7 @@ def test_mmdet_own_tools_train_and_test_an_mmscalenet_base(mmdet_tools_run):
     from mmscalenet.checkpoint import safe_load
     meta = safe_load(str(cwd / 'run' / 'iter_1.pth'))['meta']
     assert len(meta['scalenet']['sources']) == 8 and meta['scalenet_prefix'] == 'backbone.'
+    assert not (cwd / 'run' / '.mmscalenet.lock').exists()   # WorkDirLockHook held the work dir, then let it go
     # a SafeCheckpointIOHook left open (as by a run that raised) is closed at exit, not during Python's teardown
     assert 'sys.meta_path is None' not in proc.stderr and 'Exception ignored' not in proc.stderr
 
@@ -208,9 +209,9 @@ def test_what_a_config_inherits_through_the_scheme_builds(tmp_path):
 
 
 def test_every_shipped_scalenet_config_is_safe_records_metadata_and_smokes():
-    """Each shipped config with a ScaleNet backbone lists SafeCheckpointIOHook and ScaleNetCheckpointMetaHook in
-    default_hooks (so mmdet's own tools get them; custom_hooks would clash with ema.py's list) and shrinks to a
-    smoke run whose tiny backbone builds; tools/expand.py's default bottleneck is the configs' one."""
+    """Each shipped config with a ScaleNet backbone lists SafeCheckpointIOHook, ScaleNetCheckpointMetaHook and
+    WorkDirLockHook in default_hooks (so mmdet's own tools get them; custom_hooks would clash with ema.py's list) and
+    shrinks to a smoke run whose tiny backbone builds; tools/expand.py's default bottleneck is the configs' one."""
     import runpy
 
     from mmengine.config import Config
@@ -226,8 +227,8 @@ def test_every_shipped_scalenet_config_is_safe_records_metadata_and_smokes():
         if not str(backbone.get('type', '')).startswith('ScaleNet'):
             continue
         hooks = {k: v['type'] for k, v in cfg.default_hooks.items()}
-        assert hooks.get('safe_io') == 'SafeCheckpointIOHook' and hooks.get('scalenet_meta') == \
-            'ScaleNetCheckpointMetaHook', path
+        assert (hooks.get('safe_io'), hooks.get('scalenet_meta'), hooks.get('work_dir_lock')) == (
+            'SafeCheckpointIOHook', 'ScaleNetCheckpointMetaHook', 'WorkDirLockHook'), path
         assert 'ScaleNetCheckpointMetaHook' not in [h['type'] for h in cfg.get('custom_hooks', None) or []], path
         cfg.merge_from_dict(smoke_options(cfg, gpu=False))
         assert cfg.optim_wrapper.type == 'OptimWrapper' and cfg.train_dataloader.num_workers == 0, path

@@ -30,7 +30,8 @@ def parse_args(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split('\n\n', 2)[2])
     p.add_argument('src', help='pretrained checkpoint: a .pth/.safetensors path, an http(s) URL or timm:NAME')
-    p.add_argument('dst', help='output checkpoint (.pth or .safetensors); written only if everything succeeds')
+    p.add_argument('dst', help='output checkpoint (.pth or .safetensors); written only if everything succeeds, over an '
+                               'existing file only with --force')
     p.add_argument('--arch', default='deit-small',
                    help='deit-tiny | deit-small | deit-base | swin-tiny | swin-small | swin-base, or a JSON dict '
                         '(default deit-small)')
@@ -60,6 +61,8 @@ def parse_args(argv=None):
                    help='load SRC even if some of its tensors hold NaN or inf (refused by default)')
     p.add_argument('--skip-checksum', action='store_true',
                    help='do not verify the SHA-256 that ScaleNet-format files carry')
+    p.add_argument('--force', action='store_true',
+                   help='overwrite an existing DST (never SRC itself, never through a symbolic link)')
     return p.parse_args(argv)
 
 
@@ -112,10 +115,10 @@ def main(argv=None):
 
     from mmscalenet.checkpoint import CheckpointError, backbone_state_dict, read_checkpoint, save_scalenet
     from mmscalenet.expansion import count_parameters, format_parameter_table
-    from mmscalenet.tools_common import ToolError, check_output_path, write_error
+    from mmscalenet.tools_common import ToolError, check_destination, write_error
 
     try:
-        check_output_path(args.dst)
+        check_destination(args.dst, args.force, (args.src,))
     except ToolError as err:
         raise SystemExit(f'error: {err}')
     try:

@@ -15,7 +15,7 @@ Examples:
         work_dirs/demo/detection/scenes/val/000000.png --out pred.png
     python tools/infer.py configs/coco/vitdet_mask-rcnn_scalenet-deit-s-24_lsj-100e_coco.py ckpt.pth demo.jpg \\
         --out demo_pred.png --score-thr 0.5 --device cuda:0
-    python tools/infer.py configs/coco/vitdet_mask-rcnn_scalenet-deit-s-24_lsj-100e_coco.py ckpt.pth photos/ \
+    python tools/infer.py configs/coco/vitdet_mask-rcnn_scalenet-deit-s-24_lsj-100e_coco.py ckpt.pth photos/ \\
         --out-dir photos_pred/
     python tools/infer.py configs/ade20k/upernet_scalenet-deit-s-24_mln_8xb2-160k_ade20k-512x512.py \\
         work_dirs/upernet_scalenet-deit-s-24_mln_8xb2-160k_ade20k-512x512/iter_160000.pth room.jpg --out room_seg.png
@@ -36,8 +36,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description='Run a detector, segmentor or classifier on images (mmscalenet configs)',
                                 epilog=__doc__.split('\n\n', 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('config', help='detector config file')
-    p.add_argument('checkpoint', help='trained detector checkpoint (.pth written by tools/train.py)')
+    p.add_argument('config', help='config file (a detector, a segmentor or a classifier)')
+    p.add_argument('checkpoint', help='trained checkpoint (.pth written by tools/train.py)')
     p.add_argument('image', help='input image file, or a folder of images (classification, detection)')
     p.add_argument('--out', help='detection / segmentation: the output image file (.png / .jpg) for one IMAGE; '
                                  'classification: JSON file for the top-k predictions (optional)')
@@ -47,7 +47,8 @@ def parse_args(argv=None):
     p.add_argument('--topk', type=int, default=5, help='classification: number of classes reported per image')
     p.add_argument('--show-dir', help='classification: folder for the images drawn with their top-k classes')
     p.add_argument('--device', default='cpu', help='device, e.g. cpu or cuda:0')
-    p.add_argument('--force', action='store_true', help='overwrite an existing --out file (or files in --out-dir)')
+    p.add_argument('--force', action='store_true', help='overwrite an existing --out file (or files in --out-dir; '
+                                                        'never an input, never through a symbolic link)')
     p.add_argument('--cfg-options', nargs='+', action='extend', default=[], metavar='KEY=VALUE',
                    help='override config keys, as for tools/train.py and tools/test.py (the model must be the one '
                         'the checkpoint was trained as)')
@@ -162,14 +163,14 @@ def _detection_inputs(args):
 def check_outputs(args):
     """--out and --show-dir writable (and --out new unless --force) before the model is built."""
     from mmscalenet.run_checks import check_output_dir
-    from mmscalenet.tools_common import ToolError, check_output_path
+    from mmscalenet.tools_common import ToolError, check_destination
     try:
         outputs = [out for _, out in getattr(args, 'pairs', [])] or ([args.out] if args.out else [])
+        if getattr(args, 'segmentation', False) and args.out:   # the class map alone, beside --out
+            outputs.append('{0}_mask{1}'.format(*osp.splitext(args.out)))
+        inputs = (args.config, args.checkpoint, *[image for image, _ in getattr(args, 'pairs', [])], args.image)
         for out in outputs:
-            check_output_path(out)
-            if osp.exists(out) and not args.force:
-                flag = '--out' if out == args.out else '--out-dir:'
-                return f'{flag} {out} exists; pass --force to overwrite it'
+            check_destination(out, args.force, inputs, what='--out' if out == args.out else '--out-dir:')
         for flag in ('show_dir', 'out_dir'):
             if getattr(args, flag, None):
                 check_output_dir(getattr(args, flag), f'--{flag.replace("_", "-")}')

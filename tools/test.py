@@ -29,7 +29,8 @@ def parse_args(argv=None):
                                       'classifiers: each image with its top-5 classes; segmentors: image and '
                                       'predicted mask overlaid, side by side')
     p.add_argument('--wait-time', type=float, default=2, help='the interval of show (s)')
-    p.add_argument('--force', action='store_true', help='overwrite an existing --out file')
+    p.add_argument('--force', action='store_true',
+                   help='overwrite an existing --out file (never an input, never through a symbolic link)')
     p.add_argument('--smoke', action='store_true',
                    help='the config shrunk as tools/train.py --smoke shrinks it (to test a smoke run\'s checkpoint); '
                         'work dir work_dirs/smoke/CONFIG_NAME')
@@ -82,14 +83,12 @@ def prepare(args):
 def _check_outputs(args, cfg):
     """--out, --show-dir and the work dir writable before the evaluation (the results would be lost after it)."""
     from mmscalenet.run_checks import check_loop_values, check_output_dir
-    from mmscalenet.tools_common import ToolError, check_output_path, default_work_dir
+    from mmscalenet.tools_common import check_destination, default_work_dir
     check_loop_values(cfg, args.config)
     work_dir = default_work_dir(cfg, args.config, args.work_dir)
     check_output_dir(work_dir, 'work dir')
     if args.out is not None:
-        check_output_path(args.out)
-        if osp.exists(args.out) and not args.force:
-            raise ToolError(f'--out {args.out} exists; pass --force to overwrite it')
+        check_destination(args.out, args.force, (args.checkpoint, args.config), what='--out')
     if args.show_dir:
         check_output_dir(args.show_dir if osp.isabs(args.show_dir) else osp.join(work_dir, args.show_dir),
                          '--show-dir')

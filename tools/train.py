@@ -17,6 +17,8 @@ Besides mmdet's behaviour:
     (ExactResumeHook, so a resumed run is bit-identical to an uninterrupted one on CPU): the hooks are added
     unless the config already lists them;
   * --resume without a value picks the newest complete checkpoint even if the run was killed mid-save;
+  * on a machine without a GPU a config's AmpOptimWrapper trains in fp32 (a warning line) and --amp is refused;
+  * --smoke shrinks the config to a CPU smoke run (mmscalenet/smoke.py);
   * one run per work dir: a second run stops with a line naming the first (pid, host, start time); the lock of
     a run that died is taken over (docs/reliability.md).
 """
