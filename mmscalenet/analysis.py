@@ -9,7 +9,8 @@ does not do by default: without them a ViT's FLOPs fall short of the published D
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+import time
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -27,6 +28,16 @@ def _sdpa_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
 
 
 EXTRA_FLOP_HANDLES = {'aten::scaled_dot_product_attention': _sdpa_flop_jit}
+
+
+def count_attention_in_mmengine() -> None:
+    """Add the handles of :data:`EXTRA_FLOP_HANDLES` to mmengine's default ``FlopAnalyzer`` handles where mmengine
+    has none for the operator (it has none for SDPA), so that mmengine's ``get_model_complexity_info`` (mmdet's
+    ``get_flops.py``) counts attention's products instead of skipping them silently. Called by ``import
+    mmscalenet`` (registry.py); an operator mmengine already counts keeps mmengine's handle."""
+    from mmengine.analysis import complexity_analysis
+    for op, handle in EXTRA_FLOP_HANDLES.items():
+        complexity_analysis._DEFAULT_SUPPORTED_FLOP_OPS.setdefault(op, handle)
 
 
 def count_complexity(model: nn.Module, inputs: Union[torch.Tensor, Tuple[torch.Tensor, ...]]) -> Dict[str, Any]:
@@ -82,9 +93,10 @@ def input_channels(backbone: nn.Module) -> int:
 
 
 def backbone_rows(backbone: nn.Module, shape: Sequence[int], in_channels: Optional[int] = None,
-                  compare: bool = True) -> List[Dict[str, Any]]:
+                  compare: bool = True, progress: Optional[Callable[[str], None]] = None) -> List[Dict[str, Any]]:
     """Rows ``dict(model, depth, params, flops, unsupported)`` for ``backbone`` at input ``shape`` (H, W), and,
-    for a ``ScaleNetViT`` when ``compare``, its plain same-depth ViT and its base ViT."""
+    for a ``ScaleNetViT`` when ``compare``, its plain same-depth ViT and its base ViT. ``progress`` gets a line
+    before and after each model's trace (a ViTDet backbone at 1024 takes tens of seconds per model on a CPU)."""
     if in_channels is None:
         in_channels = input_channels(backbone)
     x = torch.zeros(1, in_channels, int(shape[0]), int(shape[1]))
@@ -94,9 +106,14 @@ def backbone_rows(backbone: nn.Module, shape: Sequence[int], in_channels: Option
         if backbone.growth_plan.depth != backbone.growth_plan.base_depth:
             models.append((f'base ViT (pretrained depth)', base_vit_like(backbone)))
     rows = []
-    for name, model in models:
+    for i, (name, model) in enumerate(models, 1):
         depth = model.plan.depth if isinstance(model, ScaleNetViT) else None
+        start = time.perf_counter()
+        if progress is not None:
+            progress(f'[{i}/{len(models)}] counting {name} at {int(shape[0])}x{int(shape[1])} ...')
         rows.append(dict(model=name, depth=depth, **count_complexity(model, x)))
+        if progress is not None:
+            progress(f'[{i}/{len(models)}] done in {time.perf_counter() - start:.1f} s')
     return rows
 
 

@@ -4,6 +4,7 @@ naming the key, raised before a work dir, a model or an output exists.
 """
 import os
 import os.path as osp
+import sys
 from typing import Any, Mapping, Optional
 
 from .tools_common import ToolError
@@ -107,3 +108,28 @@ def check_work_dir(work_dir: str) -> None:
     lock = osp.join(work_dir, LOCK_NAME)
     if osp.isdir(lock):
         raise ToolError(f'work dir {work_dir}: the lock path {lock} is a folder; remove it')
+
+
+def amp_device_available() -> bool:
+    """Whether mmengine's ``AmpOptimWrapper`` can be built here (it asserts a CUDA, NPU, MLU or MUSA device)."""
+    from mmengine.device import is_cuda_available, is_mlu_available, is_musa_available, is_npu_available
+    return is_cuda_available() or is_npu_available() or is_mlu_available() or is_musa_available()
+
+
+def fit_amp_to_device(cfg, path: str, asked: bool = False) -> None:
+    """Mixed precision where there is no device for it: ``--amp`` (``asked``) is refused in one line; a config's
+    own ``AmpOptimWrapper`` (the COCO and ImageNet recipes) runs as a plain fp32 ``OptimWrapper``, with a warning
+    line, instead of stopping in mmengine's assertion after the work dir was made."""
+    optim = cfg.get('optim_wrapper', None)
+    if not isinstance(optim, Mapping) or str(optim.get('type', '')).split('.')[-1] != 'AmpOptimWrapper' or \
+            amp_device_available():
+        return
+    if asked:
+        raise ToolError('--amp needs a CUDA (or NPU / MLU / MUSA) device, and none is available here; train without '
+                        '--amp (fp32)')
+    for key in ('loss_scale', 'dtype', 'use_fsdp'):
+        optim.pop(key, None)
+    optim['type'] = 'OptimWrapper'
+    print(f'warning: {path}: optim_wrapper.type=AmpOptimWrapper needs a GPU and none is available; training in fp32 '
+          f'with OptimWrapper instead (--cfg-options optim_wrapper.type=OptimWrapper asks for that without this line)',
+          file=sys.stderr)

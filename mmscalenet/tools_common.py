@@ -10,6 +10,7 @@ import os.path as osp
 import re
 import shutil
 import sys
+import warnings
 from typing import Any, Callable, List, Mapping, Optional
 
 CONFIG_SUFFIXES = ('.py', '.json', '.yaml', '.yml')
@@ -20,12 +21,21 @@ _SECTION_TYPES = {'train_cfg': None, 'val_cfg': 'ValLoop', 'test_cfg': 'TestLoop
                   'test_dataloader': 'DataLoader'}
 
 
+# mmengine looks packages up with pkg_resources (every ``mmdet::`` base of a config, once per lookup), which
+# setuptools deprecates with a UserWarning: lines in every tool's output that no user of these tools can act on
+warnings.filterwarnings('ignore', message='pkg_resources is deprecated', category=UserWarning)
+
 from .tool_error import ToolError  # noqa: E402  (here since the first release: every tool imports it from here)
 from .workdir import LOCK_NAME, WorkDirGuard, WorkDirLock  # noqa: E402  (re-exported: the tools import them here)
 
 
 def load_config(path: str, cfg_options: Optional[Mapping[str, Any]] = None):
     """``Config.fromfile`` + ``--cfg-options``, with errors that name the file or key."""
+    return apply_cfg_options(read_config(path), cfg_options, path)
+
+
+def read_config(path: str):
+    """``Config.fromfile`` with errors that name the file (mmscalenet registered first, for ``mmscalenet::``)."""
     if not osp.isfile(path):
         hint = ' (it is a directory)' if osp.isdir(path) else ''
         raise ToolError(f'config file not found: {path}{hint}')
@@ -34,13 +44,17 @@ def load_config(path: str, cfg_options: Optional[Mapping[str, Any]] = None):
     from mmengine.config import Config
     import mmscalenet  # noqa: F401  (registers modules even when the config forgets custom_imports)
     try:
-        cfg = Config.fromfile(path)
+        return Config.fromfile(path)
     except SyntaxError as err:
         raise ToolError(f'{path}: syntax error in the config ({err.filename}, line {err.lineno}): {err.msg}') from None
     except FileNotFoundError as err:
         raise ToolError(f'{path}: {err}') from None
     except (ImportError, KeyError, NameError, TypeError, ValueError, AttributeError) as err:
         raise ToolError(f'{path}: cannot load the config: {type(err).__name__}: {err}') from None
+
+
+def apply_cfg_options(cfg, cfg_options: Optional[Mapping[str, Any]], path: str):
+    """``--cfg-options`` merged into ``cfg`` after :func:`check_cfg_options`; the depth set once."""
     if cfg_options:
         check_cfg_options(cfg, cfg_options, path)
         try:
@@ -218,9 +232,13 @@ def is_classifier(cfg) -> bool:
     return str((cfg.get('model', None) or {}).get('type', '')).split('.')[-1] == 'ScaleNetClassifier'
 
 
-def default_work_dir(cfg, config_path: str, work_dir: Optional[str] = None) -> str:
-    """``--work-dir`` > the config's ``work_dir`` > ``./work_dirs/CONFIG_NAME``."""
-    return work_dir or cfg.get('work_dir', None) or osp.join('./work_dirs', osp.splitext(osp.basename(config_path))[0])
+def default_work_dir(cfg, config_path: str, work_dir: Optional[str] = None, smoke: bool = False) -> str:
+    """``--work-dir`` > ``./work_dirs/smoke/CONFIG_NAME`` for a --smoke run (its checkpoints never mix with a real
+    run's, which --resume would take) > the config's ``work_dir`` > ``./work_dirs/CONFIG_NAME``."""
+    name = osp.splitext(osp.basename(config_path))[0]
+    if smoke:
+        return work_dir or osp.join('./work_dirs/smoke', name)
+    return work_dir or cfg.get('work_dir', None) or osp.join('./work_dirs', name)
 
 
 def build_runner_cfg(cfg, config_path: str, work_dir: Optional[str] = None, launcher: str = 'none'):
@@ -234,9 +252,11 @@ def build_runner_cfg(cfg, config_path: str, work_dir: Optional[str] = None, laun
 
 
 def add_default_hooks(cfg) -> None:
-    """Add mmscalenet's NaN/inf loss guard, checkpoint-metadata and exact-resume hooks unless the config has them."""
+    """Add mmscalenet's NaN/inf loss guard, checkpoint-metadata and exact-resume hooks unless the config has them
+    (in ``custom_hooks`` or, as the shipped configs list the metadata hook, in ``default_hooks``)."""
     hooks = list(cfg.get('custom_hooks', None) or [])
-    present = {h.get('type') if isinstance(h, Mapping) else None for h in hooks}
+    listed = hooks + list((cfg.get('default_hooks', None) or {}).values())
+    present = {h.get('type') if isinstance(h, Mapping) else None for h in listed}
     for name in ('StopOnNonFiniteLossHook', 'ScaleNetCheckpointMetaHook', 'ExactResumeHook'):
         if name not in present and f'mmdet.{name}' not in present:
             hooks.append(dict(type=name))
@@ -334,6 +354,23 @@ def check_output_path(path: str) -> None:
             pass
     except OSError as err:
         raise ToolError(f'cannot write {path}: no file can be created in {existing} ({err.strerror or err})') from None
+
+
+def check_destination(dst: str, force: bool = False, sources: tuple = (), what: str = 'output') -> None:
+    """An output file of a tool, before any work: never one of the tool's inputs (``export X X`` would replace the
+    ScaleNet source by its export; refused even with --force), never a symbolic link (writing replaces the link by
+    a regular file, or would write wherever it points), writable (:func:`check_output_path`), and new unless
+    ``force``. Raises :class:`ToolError` with one line (``what``: how the message names the output, e.g. --out)."""
+    for src in sources:
+        if isinstance(src, str) and osp.exists(src) and osp.exists(dst) and osp.samefile(src, dst):
+            raise ToolError(f'{what} {dst} is the input {src}; nothing was written (write the result to another '
+                            f'file: this would replace the input)')
+    if osp.islink(dst):
+        raise ToolError(f'{what} {dst} is a symbolic link (to {os.readlink(dst)}); nothing was written (give the '
+                        f'path of a regular file: writing would replace the link or the file it points to)')
+    check_output_path(dst)
+    if osp.exists(dst) and not force:
+        raise ToolError(f'{what} {dst} exists; pass --force to overwrite it')
 
 
 def write_error(path: str, err: OSError) -> str:

@@ -120,6 +120,12 @@ _HELD_LOCKS: List[WorkDirLock] = []
 _AT_FORK: List[bool] = []
 
 
+def holds_lock(work_dir: str) -> bool:
+    """Whether this process holds the lock of ``work_dir`` (a second ``flock`` on it from here would conflict)."""
+    path = osp.realpath(osp.join(work_dir, LOCK_NAME))
+    return any(lock._fd is not None and osp.realpath(lock.path) == path for lock in _HELD_LOCKS)
+
+
 def _drop_locks_in_child() -> None:
     """In a forked child: close its copy of every held lock's descriptor, without unlocking or removing the file.
     flock belongs to the open file, which a child shares: a DataLoader worker orphaned by a killed run would

@@ -35,7 +35,9 @@ def test_expand_writes_grown_checkpoint(tmp_path, deit_tiny_file):
     assert saved['meta']['scalenet']['sources'][:4] == [0, 0, 1, 1]
     assert 'head.weight' in saved['state_dict']
     assert not any(k.startswith('blocks.12.') for k in saved['state_dict'])   # stored once
-    model = ScaleNetViT('deit-tiny', depth=24, mapping='interleave').eval()
+    # tools/expand.py's default adapter is the shipped ViT configs' (bottleneck 16), not the constructor's (8)
+    model = ScaleNetViT('deit-tiny', depth=24, mapping='interleave',
+                        adapter=dict(type='ParallelAdapter', bottleneck=16)).eval()
     model.load_pretrained(str(dst))
     x = torch.randn(1, 3, 224, 224)
     with torch.no_grad():  # zero-initialised adapters: the grown model equals the untied copy; check first layer

@@ -218,3 +218,92 @@ def test_training_checkpoint_exports_and_reloads(tmp_path, trained):
     deeper, _ = load_scalenet(str(trained), depth=6)                          # continue at another depth
     assert deeper.plan.depth == 6 and torch.equal(deeper.blocks[1].attn.qkv.weight,
                                                   state['backbone.blocks.1.attn.qkv.weight'])
+
+
+# ---- issue 24, item 5: the remaining tool messages ------------------------------------------------------------------
+COCO_CONFIG = f'{ROOT}/configs/coco/vitdet_mask-rcnn_scalenet-deit-s-24_lsj-100e_coco.py'
+DIGITS_CLS = f'{ROOT}/configs/demo/digits_cls_scalenet.py'
+
+
+def test_amp_without_a_gpu_is_one_line_or_falls_back(tmp_path, capsys):
+    """--amp on a CPU-only machine: one line, no work dir; a config's own AmpOptimWrapper: fp32, with a warning."""
+    from mmengine.config import Config
+
+    from mmscalenet.run_checks import amp_device_available, fit_amp_to_device
+    if amp_device_available():
+        pytest.skip('a GPU is here: AMP is available')
+    assert train_main([COCO_CONFIG, '--amp', '--work-dir', str(tmp_path / 'w')]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith('error: --amp needs a CUDA') and not (tmp_path / 'w').exists()
+    cfg = Config(dict(optim_wrapper=dict(type='AmpOptimWrapper', loss_scale='dynamic', optimizer=dict(type='SGD'))))
+    fit_amp_to_device(cfg, 'c.py')
+    assert cfg.optim_wrapper == dict(type='OptimWrapper', optimizer=dict(type='SGD'))
+    assert 'warning: c.py: optim_wrapper.type=AmpOptimWrapper needs a GPU' in capsys.readouterr().err
+
+
+@pytest.fixture(scope='module')
+def digits_classifier(tmp_path_factory):
+    """A ScaleNetClassifier of the digits config built with adapter bottleneck 4 (not the config's 8), saved as a
+    run checkpoint, and a digit-sized image."""
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    from PIL import Image
+
+    import mmscalenet  # noqa: F401
+    from mmdet.registry import MODELS
+    tmp = tmp_path_factory.mktemp('digits_classifier')
+    cfg = Config.fromfile(DIGITS_CLS)
+    init_default_scope('mmdet')
+    backbone = dict(cfg.model.backbone, adapter=dict(cfg.model.backbone.adapter, bottleneck=4))
+    model = MODELS.build(dict(cfg.model, init_cfg=None, backbone=backbone))
+    torch.save({'state_dict': model.state_dict(), 'meta': {}}, tmp / 'bottleneck4.pth')
+    Image.new('RGB', (32, 32), (200, 10, 10)).save(tmp / 'digit.png')
+    return tmp
+
+
+def test_classification_infer_takes_cfg_options_and_a_mismatch_is_one_line(digits_classifier, capsys):
+    infer = _tool('infer').main
+    ckpt, img = str(digits_classifier / 'bottleneck4.pth'), str(digits_classifier / 'digit.png')
+    assert infer([DIGITS_CLS, ckpt, img, '--topk', '2']) == 1            # the config's bottleneck 8: does not fit
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f'error: {ckpt} does not fit the model of {DIGITS_CLS}'), err
+    assert 'size mismatch' in err[0] and '(and ' in err[0] and '--cfg-options' in err[0]
+    assert infer([DIGITS_CLS, ckpt, img, '--topk', '2', '--cfg-options', 'model.backbone.adapter.bottleneck=4']) == 0
+    assert f'{img}: ' in capsys.readouterr().out
+
+
+def test_detection_infer_takes_a_folder_with_out_dir(tmp_path, capsys):
+    """Checked before any model is built (the checkpoint is not even read): a folder needs --out-dir, existing
+    outputs need --force, an empty folder is named."""
+    from PIL import Image
+    infer = _tool('infer').main
+    det = f'{ROOT}/configs/demo/digits_det_scalenet.py'
+    fake = tmp_path / 'ckpt.pth'
+    fake.write_bytes(b'not read')
+    (tmp_path / 'imgs').mkdir()
+    assert infer([det, str(fake), str(tmp_path / 'imgs'), '--out-dir', str(tmp_path / 'o')]) == 1
+    assert 'no image file' in capsys.readouterr().err
+    for name in ('a.png', 'b.jpg'):
+        Image.new('RGB', (8, 8)).save(tmp_path / 'imgs' / name)
+    assert infer([det, str(fake), str(tmp_path / 'imgs'), '--out', str(tmp_path / 'x.png')]) == 1
+    assert 'is a folder: give --out-dir DIR' in capsys.readouterr().err
+    (tmp_path / 'o').mkdir()
+    (tmp_path / 'o' / 'b.jpg').write_bytes(b'mine')
+    assert infer([det, str(fake), str(tmp_path / 'imgs'), '--out-dir', str(tmp_path / 'o')]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == f'error: --out-dir: {tmp_path / "o" / "b.jpg"} exists; pass --force to overwrite it', err
+    assert (tmp_path / 'o' / 'b.jpg').read_bytes() == b'mine'
+    # a detector's checkpoint (random weights) on the folder: one drawn image per input, under its own name
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+
+    from mmdet.registry import MODELS
+    init_default_scope('mmdet')
+    cfg = Config.fromfile(det)
+    model = MODELS.build(dict(cfg.model, backbone=dict(cfg.model.backbone, init_cfg=None)))
+    torch.save({'state_dict': model.state_dict(), 'meta': {}}, fake)
+    assert infer([det, str(fake), str(tmp_path / 'imgs'), '--out-dir', str(tmp_path / 'o'), '--force',
+                  '--score-thr', '0']) == 0
+    out = capsys.readouterr().out
+    assert f'{tmp_path / "imgs" / "a.png"}: ' in out and f'saved {tmp_path / "o" / "b.jpg"}' in out
+    assert Image.open(tmp_path / 'o' / 'a.png').size == (8, 8)

@@ -20,12 +20,18 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
+# The adapter bottleneck of the shipped configs' grown backbones (configs/_base_/models/scalenet_backbones.py and the
+# timm names of the ViT): a file grown with the defaults loads into them (tests/test_packaging.py compares).
+BOTTLENECK = {'vit': 16, 'swin': 8}
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split('\n\n', 2)[2])
     p.add_argument('src', help='pretrained checkpoint: a .pth/.safetensors path, an http(s) URL or timm:NAME')
-    p.add_argument('dst', help='output checkpoint (.pth or .safetensors); written only if everything succeeds')
+    p.add_argument('dst', help='output checkpoint (.pth or .safetensors); written only if everything succeeds, over an '
+                               'existing file only with --force')
     p.add_argument('--arch', default='deit-small',
                    help='deit-tiny | deit-small | deit-base | swin-tiny | swin-small | swin-base, or a JSON dict '
                         '(default deit-small)')
@@ -35,8 +41,12 @@ def parse_args(argv=None):
     p.add_argument('--mapping', default='cyclic',
                    help="'cyclic' (default), 'interleave', or (ViT) a comma-separated list of D base-layer indices")
     p.add_argument('--adapter', choices=['parallel', 'lora', 'none'], default='parallel',
-                   help='per-position adjustment parameters (default parallel adapters)')
-    p.add_argument('--bottleneck', type=int, default=8, help='parallel adapter bottleneck (default 8)')
+                   help='per-position adjustment parameters (default parallel adapters, the shipped configs\' choice; '
+                        'a model with them exports to ONNX or the ScaleNet format but not to a plain timm model: '
+                        'the ReLU between their projections cannot be merged, LoRA can)')
+    p.add_argument('--bottleneck', type=int, default=None,
+                   help='parallel adapter bottleneck (default: what the shipped configs use, so that DST loads into '
+                        'them: ' + ', '.join(f'{v} for a {k}' for k, v in BOTTLENECK.items()) + ')')
     p.add_argument('--rank', type=int, default=8, help='LoRA rank (default 8)')
     p.add_argument('--alpha', type=float, default=16.0, help='LoRA alpha (default 16)')
     p.add_argument('--function-preserving', action='store_true',
@@ -51,6 +61,8 @@ def parse_args(argv=None):
                    help='load SRC even if some of its tensors hold NaN or inf (refused by default)')
     p.add_argument('--skip-checksum', action='store_true',
                    help='do not verify the SHA-256 that ScaleNet-format files carry')
+    p.add_argument('--force', action='store_true',
+                   help='overwrite an existing DST (never SRC itself, never through a symbolic link)')
     return p.parse_args(argv)
 
 
@@ -74,7 +86,8 @@ def family_of_arch(arch, backbone):
 def build(args, family, arch):
     """The grown backbone the arguments describe, and its plain base (no growth, no adapters)."""
     from mmscalenet.models import ScaleNetSwin, ScaleNetViT
-    adapter = {'parallel': dict(type='ParallelAdapter', bottleneck=args.bottleneck),
+    bottleneck = BOTTLENECK[family] if args.bottleneck is None else args.bottleneck
+    adapter = {'parallel': dict(type='ParallelAdapter', bottleneck=bottleneck),
                'lora': dict(type='LoRA', rank=args.rank, alpha=args.alpha), 'none': None}[args.adapter]
     try:
         depth = [int(v) for v in args.depth.split(',')]
@@ -102,10 +115,10 @@ def main(argv=None):
 
     from mmscalenet.checkpoint import CheckpointError, backbone_state_dict, read_checkpoint, save_scalenet
     from mmscalenet.expansion import count_parameters, format_parameter_table
-    from mmscalenet.tools_common import ToolError, check_output_path, write_error
+    from mmscalenet.tools_common import ToolError, check_destination, write_error
 
     try:
-        check_output_path(args.dst)
+        check_destination(args.dst, args.force, (args.src,))
     except ToolError as err:
         raise SystemExit(f'error: {err}')
     try:

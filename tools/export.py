@@ -24,7 +24,7 @@ last stage's output norm becomes timm's norm, the other stages' output norms are
 SRC is a ScaleNet-format checkpoint (tools/expand.py, save_scalenet) or a training checkpoint of tools/train.py
 (its metadata describes the backbone); with --config, the backbone is built from the config's model.backbone
 instead. DST ending in .safetensors gives a safetensors file, anything else a torch.save file of plain tensors. DST
-is written only if everything succeeded.
+is written only if everything succeeded; an existing DST only with --force; SRC itself or a symbolic link never.
 
 Examples:
     python tools/export.py work_dirs/lora_run/epoch_100.pth deit-s-24l-timm.pth
@@ -64,6 +64,8 @@ def parse_args(argv=None):
                    help='read and write tensors holding NaN or inf (refused by default)')
     p.add_argument('--skip-checksum', action='store_true',
                    help='do not verify the SHA-256 that ScaleNet-format files carry')
+    p.add_argument('--force', action='store_true',
+                   help='overwrite an existing DST (never SRC itself, never through a symbolic link)')
     return p.parse_args(argv)
 
 
@@ -117,9 +119,9 @@ def main(argv=None):
 def _reporting(args, export):
     """Run one export; a user mistake -> one line on stderr and status 2 (not mergeable: another --format) or 1."""
     from mmscalenet.checkpoint import CheckpointError, NotMergeableError
-    from mmscalenet.tools_common import ToolError, check_output_path, write_error
+    from mmscalenet.tools_common import ToolError, check_destination, write_error
     try:
-        check_output_path(args.dst)
+        check_destination(args.dst, args.force, (args.src,))
         return export(args)
     except NotMergeableError as err:
         print(f'error: {err}', file=sys.stderr)

@@ -6,6 +6,7 @@ The output holds the backbone's unique tensors, the depth plan and the classifie
 with ``backbone.init_cfg=dict(type='Pretrained', checkpoint=DST)``, and the grown COCO configs name
 ``work_dirs/<ImageNet config name>/backbone.pth``, where this tool writes by default. SRC may be a run's work dir:
 the best checkpoint by val top-1 (``best_accuracy_top1_epoch_*.pth``) is taken, else the last one.
+An existing output (an earlier extraction's backbone.pth) is replaced only with --force.
 
 The backbone is rebuilt from the ScaleNet metadata the training run wrote into every checkpoint
 (``meta.scalenet``: plain data, no code), or from the model config of --config. The config text mmengine also
@@ -40,6 +41,9 @@ def parse_args(argv=None):
                                     'it); only this file is executed, never text stored in the checkpoint')
     p.add_argument('--no-head', action='store_true', help='leave the classifier head out')
     p.add_argument('--no-ema', action='store_true', help='take the raw weights of an EMA run (ema_state_dict)')
+    p.add_argument('--force', action='store_true',
+                   help='overwrite an existing output (e.g. the backbone.pth of an earlier extraction; never the '
+                        'checkpoint itself, never through a symbolic link)')
     return p.parse_args(argv)
 
 
@@ -93,7 +97,13 @@ def main(argv=None):
     from mmscalenet.checkpoint import CheckpointError, backbone_state_dict, safe_load, save_scalenet, timm_head
     from mmscalenet.expansion import count_parameters, format_parameter_table
 
+    from mmscalenet.tools_common import ToolError, check_destination
     src = find_checkpoint(args.src)
+    dst = args.dst or osp.join(args.src if osp.isdir(args.src) else osp.dirname(osp.abspath(src)), 'backbone.pth')
+    try:
+        check_destination(dst, args.force, (src,))
+    except ToolError as err:
+        raise SystemExit(f'error: {err}')
     try:
         obj = safe_load(src)
     except CheckpointError as err:
@@ -120,7 +130,6 @@ def main(argv=None):
                          f'({", ".join(missing[:4])}), {len(unexpected)} unexpected ({", ".join(unexpected[:4])})')
     head = {} if args.no_head else timm_head(head, model.num_features[-1] if isinstance(model.num_features, tuple)
                                              else model.num_features)
-    dst = args.dst or osp.join(args.src if osp.isdir(args.src) else osp.dirname(osp.abspath(src)), 'backbone.pth')
     os.makedirs(osp.dirname(osp.abspath(dst)), exist_ok=True)
     save_scalenet(model, dst, head=head or None)
     meta = obj.get('meta') or {}

@@ -29,7 +29,11 @@ def parse_args(argv=None):
                                       'classifiers: each image with its top-5 classes; segmentors: image and '
                                       'predicted mask overlaid, side by side')
     p.add_argument('--wait-time', type=float, default=2, help='the interval of show (s)')
-    p.add_argument('--force', action='store_true', help='overwrite an existing --out file')
+    p.add_argument('--force', action='store_true',
+                   help='overwrite an existing --out file (never an input, never through a symbolic link)')
+    p.add_argument('--smoke', action='store_true',
+                   help='the config shrunk as tools/train.py --smoke shrinks it (to test a smoke run\'s checkpoint); '
+                        'work dir work_dirs/smoke/CONFIG_NAME')
     p.add_argument('--cfg-options', nargs='+', action='extend', default=[], metavar='KEY=VALUE',
                    help='override config keys')
     p.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none', help='job launcher')
@@ -40,11 +44,15 @@ def parse_args(argv=None):
 
 
 def prepare(args):
-    from mmscalenet.tools_common import ToolError, check_checkpoint_file, is_classifier, load_config
+    from mmscalenet.tools_common import (ToolError, check_checkpoint_file, default_work_dir, is_classifier,
+                                         load_config)
     check_checkpoint_file(args.checkpoint)
     if args.out is not None and not args.out.endswith(('.pkl', '.pickle')):
         raise ToolError(f'--out must be a .pkl file, got {args.out}')
-    cfg = load_config(args.config, args.cfg_options)
+    from mmscalenet.smoke import load_smoke_config
+    cfg = (load_smoke_config if args.smoke else load_config)(args.config, args.cfg_options)
+    if args.smoke:
+        args.work_dir = default_work_dir(cfg, args.config, args.work_dir, smoke=True)
     _check_outputs(args, cfg)
     missing = [k for k in ('test_dataloader', 'test_evaluator', 'test_cfg') if not cfg.get(k, None)]
     if missing:
@@ -75,14 +83,12 @@ def prepare(args):
 def _check_outputs(args, cfg):
     """--out, --show-dir and the work dir writable before the evaluation (the results would be lost after it)."""
     from mmscalenet.run_checks import check_loop_values, check_output_dir
-    from mmscalenet.tools_common import ToolError, check_output_path, default_work_dir
+    from mmscalenet.tools_common import check_destination, default_work_dir
     check_loop_values(cfg, args.config)
     work_dir = default_work_dir(cfg, args.config, args.work_dir)
     check_output_dir(work_dir, 'work dir')
     if args.out is not None:
-        check_output_path(args.out)
-        if osp.exists(args.out) and not args.force:
-            raise ToolError(f'--out {args.out} exists; pass --force to overwrite it')
+        check_destination(args.out, args.force, (args.checkpoint, args.config), what='--out')
     if args.show_dir:
         check_output_dir(args.show_dir if osp.isabs(args.show_dir) else osp.join(work_dir, args.show_dir),
                          '--show-dir')

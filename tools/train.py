@@ -5,6 +5,7 @@ Examples:
     python tools/train.py configs/demo/digits_cls_scalenet.py --work-dir work_dirs/x
     python tools/train.py CONFIG --resume                 # continue from the work dir's latest checkpoint
     python tools/train.py CONFIG --cfg-options train_cfg.max_epochs=3 model.backbone.depth=24
+    python tools/train.py configs/coco/CONFIG.py --smoke  # a minute on a CPU: does the whole set-up work?
     bash tools/dist_train.sh configs/coco/CONFIG.py 8
 
 Besides mmdet's behaviour:
@@ -16,6 +17,8 @@ Besides mmdet's behaviour:
     (ExactResumeHook, so a resumed run is bit-identical to an uninterrupted one on CPU): the hooks are added
     unless the config already lists them;
   * --resume without a value picks the newest complete checkpoint even if the run was killed mid-save;
+  * on a machine without a GPU a config's AmpOptimWrapper trains in fp32 (a warning line) and --amp is refused;
+  * --smoke shrinks the config to a CPU smoke run (mmscalenet/smoke.py);
   * one run per work dir: a second run stops with a line naming the first (pid, host, start time); the lock of
     a run that died is taken over (docs/reliability.md).
 """
@@ -33,10 +36,16 @@ def parse_args(argv=None):
                                 epilog=__doc__.split('\n\n', 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('config', help='train config file path')
     p.add_argument('--work-dir', help='the dir to save logs and models')
-    p.add_argument('--amp', action='store_true', default=False, help='enable automatic-mixed-precision training')
+    p.add_argument('--amp', action='store_true', default=False,
+                   help='enable automatic-mixed-precision training (needs a GPU; a config\'s own AmpOptimWrapper '
+                        'runs in fp32 on a CPU-only machine, with a warning)')
     p.add_argument('--auto-scale-lr', action='store_true', help='scale the lr by the actual total batch size')
     p.add_argument('--resume', nargs='?', type=str, const='auto',
                    help='resume from this checkpoint, or without a value from the latest one in the work dir')
+    p.add_argument('--smoke', action='store_true',
+                   help='shrink the config to a CPU smoke run (tiny backbone of the same family, small images, the '
+                        'first samples of the data, 1 epoch / 2 iterations; mmscalenet/smoke.py) in '
+                        'work_dirs/smoke/CONFIG_NAME; --cfg-options apply on top')
     p.add_argument('--cfg-options', nargs='+', action='extend', default=[], metavar='KEY=VALUE',
                    help='override config keys, e.g. train_cfg.max_epochs=3 model.backbone.depth=24; unknown keys '
                         'are refused')
@@ -52,13 +61,18 @@ def prepare(args):
     from mmscalenet.tools_common import (ToolError, add_default_hooks, check_checkpoint_file, check_training_values,
                                          checkpoint_leftovers, default_work_dir, latest_checkpoint, load_config,
                                          skip_pretrained_init)
-    cfg = load_config(args.config, args.cfg_options)
+    from mmscalenet.smoke import load_smoke_config
+    cfg = (load_smoke_config if args.smoke else load_config)(args.config, args.cfg_options)
+    if args.smoke:
+        args.work_dir = default_work_dir(cfg, args.config, args.work_dir, smoke=True)
     if args.amp:
         if cfg.optim_wrapper.get('type', 'OptimWrapper') == 'AmpOptimWrapper':
             print('AMP training is already enabled in the config.')
         else:
             cfg.optim_wrapper.type = 'AmpOptimWrapper'
             cfg.optim_wrapper.loss_scale = 'dynamic'
+    from mmscalenet.run_checks import fit_amp_to_device
+    fit_amp_to_device(cfg, args.config, asked=args.amp)
     if args.auto_scale_lr:
         if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
             raise ToolError(f'{args.config}: --auto-scale-lr needs auto_scale_lr.base_batch_size in the config')

@@ -11,6 +11,10 @@ default_hooks = dict(
     sampler_seed=dict(type='DistSamplerSeedHook'),
     # mmengine loads checkpoints with weights_only=True and writes them atomically while the runner runs
     safe_io=dict(type='SafeCheckpointIOHook'),
+    # every checkpoint carries the ScaleNet metadata (export / extract_backbone need no --config), mmdet's tools too
+    scalenet_meta=dict(type='ScaleNetCheckpointMetaHook'),
+    # one training run per work dir, mmdet's tools too (the lock tools/train.py takes)
+    work_dir_lock=dict(type='WorkDirLockHook'),
 )
 env_cfg = dict(
     cudnn_benchmark=True,

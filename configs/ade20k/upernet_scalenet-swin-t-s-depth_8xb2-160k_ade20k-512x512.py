@@ -25,5 +25,7 @@ model = dict(
         init_cfg=dict(type='Pretrained',
                       checkpoint='work_dirs/scalenet_swin-t-s-depth_8xb128-100e_in1k/backbone.pth')))
 train_dataloader = dict(dataset=dict(pipeline=_base_.ade20k_checked_train_pipeline))
-default_hooks = dict(safe_io=dict(type='SafeCheckpointIOHook'))
-custom_hooks = [dict(type='ScaleNetCheckpointMetaHook')]
+# weights_only loads, atomic writes, the ScaleNet metadata in every checkpoint, one training run per work dir
+# (mmseg's tools too)
+default_hooks = dict(safe_io=dict(type='SafeCheckpointIOHook'), scalenet_meta=dict(type='ScaleNetCheckpointMetaHook'),
+                     work_dir_lock=dict(type='WorkDirLockHook'))

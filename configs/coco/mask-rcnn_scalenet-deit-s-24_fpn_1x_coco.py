@@ -41,5 +41,7 @@ optim_wrapper = dict(
     constructor='ScaleNetLayerDecayOptimizerConstructor',
     paramwise_cfg=dict(decay_rate=0.7),
     optimizer=dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.1))
-# mmengine loads checkpoints with weights_only=True and writes them atomically while the runner runs
-default_hooks = dict(safe_io=dict(type='SafeCheckpointIOHook'))
+# mmengine loads checkpoints with weights_only=True and writes them atomically while the runner runs; every
+# checkpoint carries the ScaleNet metadata; one training run per work dir (mmdet's own tools too)
+default_hooks = dict(safe_io=dict(type='SafeCheckpointIOHook'), scalenet_meta=dict(type='ScaleNetCheckpointMetaHook'),
+                     work_dir_lock=dict(type='WorkDirLockHook'))

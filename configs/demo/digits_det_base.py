@@ -130,6 +130,8 @@ test_cfg = dict(type='TestLoop')
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=50),
     checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=max_iters, max_keep_ckpts=1),
-    safe_io=dict(type='SafeCheckpointIOHook'))   # weights_only loads, atomic writes while the runner runs
+    safe_io=dict(type='SafeCheckpointIOHook'),   # weights_only loads, atomic writes while the runner runs
+    scalenet_meta=dict(type='ScaleNetCheckpointMetaHook'),   # the ScaleNet metadata in every checkpoint
+    work_dir_lock=dict(type='WorkDirLockHook'))   # one training run per work dir (the lock tools/train.py takes)
 log_processor = dict(type='LogProcessor', window_size=20, by_epoch=False)
 randomness = dict(seed=0)

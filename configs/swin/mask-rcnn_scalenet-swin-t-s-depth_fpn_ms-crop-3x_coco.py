@@ -8,4 +8,7 @@ _base_ = ['mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_ms-crop-3x_coco.py', './_base_
 default_scope = 'mmdet'
 custom_imports = dict(imports=['mmscalenet'], allow_failed_imports=False)
 model = _base_.scalenet_swin_t_s_depth_mask_rcnn
-default_hooks = dict(safe_io=dict(type='SafeCheckpointIOHook'))   # weights_only loads, atomic writes (mmdet's tools too)
+# weights_only loads, atomic writes, the ScaleNet metadata in every checkpoint, one training run per work dir
+# (mmdet's tools too)
+default_hooks = dict(safe_io=dict(type='SafeCheckpointIOHook'), scalenet_meta=dict(type='ScaleNetCheckpointMetaHook'),
+                     work_dir_lock=dict(type='WorkDirLockHook'))

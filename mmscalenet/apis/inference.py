@@ -11,7 +11,8 @@ arrays (H, W, 3), or a list of these. Each image is read as RGB and brought to t
 the config's test pipeline does (resize + centre crop); configs whose test pipeline starts from in-memory arrays
 (the embedded digits) get a file reader and a resize to the backbone's ``img_size`` in front of it. Class names
 come from ``classes=``, else the checkpoint's ``dataset_meta`` (written by training), else the config's test
-dataset (``classes`` / ``metainfo``), else the label indices.
+dataset (``classes`` / ``metainfo``), else the label indices; ImageNet's WordNet ids (``n01440764``) are given as
+the words they stand for (``tench``).
 """
 import json
 import os
@@ -101,12 +102,13 @@ class ImageClassificationInferencer(BaseInferencer):
     def _resolve_classes(self) -> Optional[List[str]]:
         if self._classes is not None:
             return list(self._classes)
+        from ..datasets.imagenet import readable_class_names   # ImageNet's WordNet ids as words
         meta = getattr(self.model, 'dataset_meta', None) or {}
         if meta.get('classes'):
-            return list(meta['classes'])
+            return readable_class_names(meta['classes'])
         dataset = self.cfg.get('test_dataloader', {}).get('dataset', {})
         names = dataset.get('classes') or (dataset.get('metainfo') or {}).get('classes')
-        return list(names) if names else None
+        return readable_class_names(names) if names else None
 
     # ---- inputs -----------------------------------------------------------------------------------------------
     def _inputs_to_list(self, inputs) -> list:

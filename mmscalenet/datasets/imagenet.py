@@ -6,6 +6,7 @@ the path.
 """
 import os
 import os.path as osp
+import re
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from mmdet.registry import DATASETS
@@ -81,6 +82,23 @@ def _merge_classes(metainfo: Optional[Mapping[str, Any]], classes: Optional[Unio
     elif value is not None:
         metainfo['classes'] = tuple(value)
     return metainfo
+
+
+def readable_class_names(classes: Sequence[str]) -> List[str]:
+    """ImageNet-1K's WordNet ids (the folder names, ``n01440764``) as the words they stand for (``tench``), from
+    timm's ImageNet-1K synset table; any other list of names (or one with a name outside that table) unchanged."""
+    names = [str(c) for c in classes]
+    if not names or not all(re.fullmatch(r'n\d{8}', n) for n in names):
+        return names
+    try:
+        from timm.data import ImageNetInfo
+    except ImportError:
+        return names
+    info = ImageNetInfo()
+    index = {wnid: i for i, wnid in enumerate(info.label_names())}
+    if not all(n in index for n in names):
+        return names
+    return [info.index_to_description(index[n]).split(',')[0].strip() for n in names]
 
 
 def _is_image(name: str) -> bool:

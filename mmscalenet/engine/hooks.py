@@ -84,35 +84,55 @@ class ScaleNetCheckpointMetaHook(Hook):
                 return
 
 
-@HOOKS.register_module()
-class SafeCheckpointIOHook(Hook):
-    """Open :func:`~mmscalenet.checkpoint.mmengine_io.safe_mmengine_io` in ``before_run``, close it in ``after_run``.
-
-    mmengine calls ``before_run`` before ``load_or_resume`` (``resume``, ``load_from``) and before the model's
-    ``init_cfg`` weights are loaded, and every checkpoint save happens between the two. mmengine 0.10 calls no hook
-    when a run raises, so after an exception mmengine stays patched until :meth:`close` (or the next ``before_run``
-    of this hook, which starts over); the tools run the whole runner inside ``safe_mmengine_io()`` instead, which
-    restores on exceptions too.
-    """
-
-    priority = 'VERY_HIGH'   # before any other hook's before_run, which might load a checkpoint
+class HeldForTheRunHook(Hook):
+    """A hook that opens something for the run in ``before_run`` (:meth:`open` returns what undoes it) and undoes
+    it in ``after_run``, or, when the run raised (mmengine 0.10 calls no hook then), at the latest at the
+    interpreter's exit: an ``atexit`` handler, run before Python tears its import system down (left to garbage
+    collection, the undo ran after that: a second traceback, 'sys.meta_path is None', after mmdet's tools failed)."""
 
     def __init__(self) -> None:
-        self._block = None
+        self._undo = None
+
+    def open(self, runner):
+        """Open it; return a callable that undoes it, or None when there is nothing to hold."""
+        raise NotImplementedError
 
     def before_run(self, runner) -> None:
+        import atexit
         self.close()
-        self._block = safe_mmengine_io()
-        self._block.__enter__()
+        self._undo = self.open(runner)
+        if self._undo is not None:
+            atexit.register(self.close)
 
     def after_run(self, runner) -> None:
         self.close()
 
     def close(self) -> None:
-        """Restore mmengine's own functions if this hook's block is open (idempotent)."""
-        block, self._block = self._block, None
-        if block is not None:
-            block.__exit__(None, None, None)
+        """Undo what :meth:`open` did, if it is open (idempotent)."""
+        import atexit
+        undo, self._undo = self._undo, None
+        if undo is not None:
+            atexit.unregister(self.close)
+            undo()
+
+
+@HOOKS.register_module()
+class SafeCheckpointIOHook(HeldForTheRunHook):
+    """Open :func:`~mmscalenet.checkpoint.mmengine_io.safe_mmengine_io` in ``before_run``, close it in ``after_run``.
+
+    mmengine calls ``before_run`` before ``load_or_resume`` (``resume``, ``load_from``) and before the model's
+    ``init_cfg`` weights are loaded, and every checkpoint save happens between the two. After an exception mmengine
+    stays patched until :meth:`close`: the next ``before_run`` of this hook, or the interpreter's exit
+    (:class:`HeldForTheRunHook`). The project's tools run the whole runner inside ``safe_mmengine_io()`` instead,
+    which restores on exceptions too.
+    """
+
+    priority = 'VERY_HIGH'   # before any other hook's before_run, which might load a checkpoint
+
+    def open(self, runner):
+        block = safe_mmengine_io()
+        block.__enter__()
+        return lambda: block.__exit__(None, None, None)
 
 
 RESUME_KEY = 'scalenet_resume'

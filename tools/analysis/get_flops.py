@@ -5,6 +5,8 @@ The backbone (``model.backbone``, or the model itself when it is a backbone) is 
 loading any checkpoint and traced once by mmengine's FlopAnalyzer on a zero image of --shape. A ScaleNetViT is
 printed next to its plain ViT of the same depth (no sharing, no adapters) and the base ViT it was grown from.
 One multiply-add counts as one FLOP; attention's products are included; shared tensors count once in params.
+Each model's trace is announced on stderr, with its time when done (a ViTDet backbone at 1024 takes tens of seconds
+per model on a CPU). After ``import mmscalenet`` mmdet's own get_flops.py counts attention too.
 
 Examples:
     python tools/analysis/get_flops.py configs/imagenet/scalenet_deit-s-24l_8xb128-100e_in1k.py
@@ -69,7 +71,8 @@ def main(argv=None):
     else:
         shape = tuple(args.shape) * (2 if len(args.shape) == 1 else 1)
     in_channels = input_channels(backbone)
-    rows = backbone_rows(backbone, shape, in_channels, compare=not args.no_compare)
+    rows = backbone_rows(backbone, shape, in_channels, compare=not args.no_compare,
+                         progress=lambda line: print(line, file=sys.stderr, flush=True))
     print(f'config: {args.config}\ninput shape: (1, {in_channels}, {shape[0]}, {shape[1]})\n')
     print(rows_table(rows))
     skipped = sorted({op for r in rows for op in r['unsupported']})

@@ -132,7 +132,11 @@ default_hooks = dict(
     logger=dict(type='LoggerHook', interval=50),
     checkpoint=dict(type='CheckpointHook', by_epoch=False, save_last=True, interval=interval, max_keep_ckpts=5),
     # mmengine loads checkpoints with weights_only=True and writes them atomically while the runner runs
-    safe_io=dict(type='SafeCheckpointIOHook'))
+    safe_io=dict(type='SafeCheckpointIOHook'),
+    # every checkpoint carries the ScaleNet metadata (export / extract_backbone need no --config), mmdet's tools too
+    scalenet_meta=dict(type='ScaleNetCheckpointMetaHook'),
+    # one training run per work dir, mmdet's tools too (the lock tools/train.py takes)
+    work_dir_lock=dict(type='WorkDirLockHook'))
 log_processor = dict(type='LogProcessor', window_size=50, by_epoch=False)
 # Total batch 64; `tools/train.py --auto-scale-lr` rescales the lr for another total batch.
 auto_scale_lr = dict(enable=False, base_batch_size=64)
