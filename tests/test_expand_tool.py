@@ -73,3 +73,23 @@ def test_expand_missing_and_corrupt_source(tmp_path):
 def test_expand_help():
     res = _run('--help')
     assert res.returncode == 0 and '--mapping' in res.stdout and 'timm:NAME' in res.stdout
+
+
+def test_expand_the_foil_writes_independent_copies_that_start_as_the_base(tmp_path, deit_tiny_file):
+    """--growth copy_zero: 24 stored layers (no adapters), the inserted copies' output projections zeroed, so the
+    file loads into the progressive config's backbone and computes the pretrained DeiT-Ti."""
+    src, ref = deit_tiny_file
+    dst = tmp_path / 'foil.pth'
+    res = _run(src, dst, '--arch', 'deit-tiny', '--depth', '24', '--growth', 'copy_zero')
+    assert res.returncode == 0, res.stderr
+    assert 'growth=copy_zero: every position stores its own copy' in res.stdout
+    saved = torch.load(dst, weights_only=True)
+    assert saved['meta']['scalenet']['growth'] == 'copy_zero' and saved['meta']['scalenet']['adapter'] is None
+    assert torch.equal(saved['state_dict']['blocks.23.attn.qkv.weight'], ref.blocks[11].attn.qkv.weight)
+    assert not saved['state_dict']['blocks.23.mlp.fc2.weight'].any()
+    model = ScaleNetViT('deit-tiny', depth=24, growth='copy').eval()
+    model.load_pretrained(str(dst))
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x)[0], ref.forward_head(ref.forward_features(x), pre_logits=True),
+                                   rtol=1e-4, atol=1e-4)

@@ -40,8 +40,13 @@ def parse_args(argv=None):
                    help='grown depth D (ViT), or the grown depth of every Swin stage, comma-separated (2,2,18,2)')
     p.add_argument('--mapping', default='cyclic',
                    help="'cyclic' (default), 'interleave', or (ViT) a comma-separated list of D base-layer indices")
-    p.add_argument('--adapter', choices=['parallel', 'lora', 'none'], default='parallel',
-                   help='per-position adjustment parameters (default parallel adapters, the shipped configs\' choice; '
+    p.add_argument('--growth', choices=['shared', 'copy', 'copy_zero'], default='shared',
+                   help="'shared' (default): ScaleNet. 'copy': the paper's foil, progressive growth (every position "
+                        "its own copy of its layer, no adapters by default); 'copy_zero': the same with the inserted "
+                        "copies' output projections zeroed (the grown model computes the pretrained one)")
+    p.add_argument('--adapter', choices=['parallel', 'lora', 'none'], default=None,
+                   help='per-position adjustment parameters (default: parallel adapters for --growth shared, the '
+                        'shipped configs\' choice, none for the copies; '
                         'a model with them exports to ONNX or the ScaleNet format but not to a plain timm model: '
                         'the ReLU between their projections cannot be merged, LoRA can)')
     p.add_argument('--bottleneck', type=int, default=None,
@@ -87,15 +92,16 @@ def build(args, family, arch):
     """The grown backbone the arguments describe, and its plain base (no growth, no adapters)."""
     from mmscalenet.models import ScaleNetSwin, ScaleNetViT
     bottleneck = BOTTLENECK[family] if args.bottleneck is None else args.bottleneck
+    kind = args.adapter or ('parallel' if args.growth == 'shared' else 'none')
     adapter = {'parallel': dict(type='ParallelAdapter', bottleneck=bottleneck),
-               'lora': dict(type='LoRA', rank=args.rank, alpha=args.alpha), 'none': None}[args.adapter]
+               'lora': dict(type='LoRA', rank=args.rank, alpha=args.alpha), 'none': None}[kind]
     try:
         depth = [int(v) for v in args.depth.split(',')]
         mapping = args.mapping if args.mapping in ('cyclic', 'interleave') else [int(v) for v in args.mapping.split(',')]
     except ValueError:
         raise SystemExit(f'error: --depth must be an integer (or comma-separated integers for a Swin) and --mapping '
                          f'cyclic, interleave or comma-separated integers; got {args.depth!r}, {args.mapping!r}')
-    common = dict(function_preserving=args.function_preserving, img_size=args.img_size)
+    common = dict(function_preserving=args.function_preserving, img_size=args.img_size, growth=args.growth)
     if args.unshared is not None:
         common['unshared'] = tuple(args.unshared)
     if family == 'swin':
@@ -137,13 +143,14 @@ def main(argv=None):
     if not report['loaded']:
         raise SystemExit(f'error: nothing in {args.src} matched the model; is it a {family} checkpoint?')
 
-    stacks = model.growth_stacks()
-    for s, (_, plan, _) in enumerate(stacks):
-        print((f'stage {s}: ' if len(stacks) > 1 else '') + plan.describe())
+    plans = model.growth_plans
+    for s, plan in enumerate(plans):
+        print((f'stage {s}: ' if len(plans) > 1 else '') + plan.describe()
+              + ('' if model.growth == 'shared' else f'\n  (growth={model.growth}: every position stores its own copy)'))
     for s, p, j in getattr(model, 'parity_mismatches', list)():
         print(f'note: stage {s} position {p} runs block {j} at the other W-MSA / SW-MSA parity than trained')
     base_count = count_parameters(base)['unique']
-    bases = [plan.base_depth for _, plan, _ in stacks]
+    bases = [plan.base_depth for plan in plans]
     print(f'\nbase model ({bases[0] if len(bases) == 1 else tuple(bases)} layers, no adapters): {base_count:,} '
           f'parameters (backbone, without head)')
     print(format_parameter_table(count_parameters(model), reference=base_count))
