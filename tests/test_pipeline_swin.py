@@ -1,8 +1,8 @@
 """The ScaleNet-Swin path, as a user runs it with the shipped configs (tiny arch, tiny data):
 
-    tools/train.py  configs/swin/scalenet_swin-t-s-depth_8xb128-100e_in1k.py
+    tools/train.py  configs/imagenet/scalenet_swin-t-s-depth_8xb128-100e_in1k.py
     tools/extract_backbone.py  work_dirs/scalenet_swin-t-s-depth_8xb128-100e_in1k       (-> .../backbone.pth)
-    configs/swin/mask-rcnn_scalenet-swin-t-s-depth_fpn_1x_coco.py's backbone loads .../backbone.pth by default
+    configs/coco/mask-rcnn_scalenet-swin-t-s-depth_fpn_1x_coco.py's backbone loads .../backbone.pth by default
 
 Only ``--cfg-options`` shrink the ImageNet stage; the COCO config's backbone gets the same shrink of its arch and
 nothing else: its default ``init_cfg`` finds the extracted file, and every tensor of it loads.
@@ -15,8 +15,8 @@ import torch
 from conftest import ROOT
 from test_pipeline import _imagenet_folder, _tool
 
-IMAGENET_CONFIG = osp.join(ROOT, 'configs', 'swin', 'scalenet_swin-t-s-depth_8xb128-100e_in1k.py')
-COCO_CONFIG = osp.join(ROOT, 'configs', 'swin', 'mask-rcnn_scalenet-swin-t-s-depth_fpn_1x_coco.py')
+IMAGENET_CONFIG = osp.join(ROOT, 'configs', 'imagenet', 'scalenet_swin-t-s-depth_8xb128-100e_in1k.py')
+COCO_CONFIG = osp.join(ROOT, 'configs', 'coco', 'mask-rcnn_scalenet-swin-t-s-depth_fpn_1x_coco.py')
 IMAGENET_WORK = 'work_dirs/scalenet_swin-t-s-depth_8xb128-100e_in1k'
 ARCH = dict(embed_dims=16, depths=(2, 2), num_heads=(1, 2), window_size=4)
 GROWN = (2, 3)

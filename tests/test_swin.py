@@ -1,5 +1,6 @@
 """ScaleNetSwin: timm parity at base depth, grown == untied copy (forward, gradients), shared-gradient sums, the
-configs under configs/swin and a Mask R-CNN training step (CPU, tiny Swins). Checkpoints: test_swin_checkpoint.py."""
+Swin configs (configs/{imagenet,coco}/*swin*) and a Mask R-CNN training step (CPU, tiny Swins). Checkpoints:
+test_swin_checkpoint.py."""
 import glob
 import os.path as osp
 import re
@@ -16,7 +17,8 @@ timm_swin = pytest.importorskip('timm.models.swin_transformer')
 
 TINY = dict(embed_dims=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8), window_size=4)
 IMG = 64
-SWIN_CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', 'swin', '*.py')))
+SWIN_CONFIGS = sorted(p for task in ('imagenet', 'coco')   # the configs are arranged by task for both families
+                      for p in glob.glob(osp.join(ROOT, 'configs', task, '*swin*.py')))
 
 
 def tiny_timm_swin(img=IMG, depths=TINY['depths'], seed=0, num_classes=0):
@@ -279,7 +281,8 @@ def test_layer_decay_gives_shared_swin_tensors_the_plain_swin_t_lr(mmdet_scope):
     from mmengine.config import Config
     from mmengine.optim import build_optim_wrapper
     from mmscalenet.engine.layer_decay import layer_id_fn
-    bb = Config.fromfile(osp.join(ROOT, 'configs', 'swin', 'scalenet_swin-t-s-depth_8xb128-100e_in1k.py')).model.backbone
+    path = osp.join(ROOT, 'configs', 'imagenet', 'scalenet_swin-t-s-depth_8xb128-100e_in1k.py')
+    bb = Config.fromfile(path).model.backbone
     optim = dict(type='OptimWrapper', constructor='ScaleNetLayerDecayOptimizerConstructor',
                  paramwise_cfg=dict(decay_rate=0.9), optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05))
 
@@ -375,7 +378,7 @@ def test_mask_rcnn_with_scalenet_swin_trains_one_step(mmdet_scope):
     from mmdet.testing import demo_mm_inputs
     from mmengine.config import Config
     from mmengine.optim import build_optim_wrapper
-    path = osp.join(ROOT, 'configs', 'swin', 'mask-rcnn_scalenet-swin-t-s-depth_fpn_1x_coco.py')
+    path = osp.join(ROOT, 'configs', 'coco', 'mask-rcnn_scalenet-swin-t-s-depth_fpn_1x_coco.py')
     cfg = Config.fromfile(path)
     _tiny_backbone(cfg.model.backbone)
     ch = 32

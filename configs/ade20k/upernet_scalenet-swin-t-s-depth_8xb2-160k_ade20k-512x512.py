@@ -1,7 +1,7 @@
 # UperNet on ADE20K (512x512, 160k iterations, batch 16 = 8 GPUs x 2) with ScaleNet-Swin-T@S: Swin-T grown to
 # Swin-S's stage depths (2, 2, 18, 2) with shared blocks and per-position adapters and bias tables, the backbone of
-# the Swin ImageNet stage (configs/swin/scalenet_swin-t-s-depth_8xb128-100e_in1k.py):
-#   python tools/train.py configs/swin/scalenet_swin-t-s-depth_8xb128-100e_in1k.py
+# the Swin ImageNet stage (configs/imagenet/scalenet_swin-t-s-depth_8xb128-100e_in1k.py):
+#   python tools/train.py configs/imagenet/scalenet_swin-t-s-depth_8xb128-100e_in1k.py
 #   python tools/extract_backbone.py work_dirs/scalenet_swin-t-s-depth_8xb128-100e_in1k   # -> .../backbone.pth
 # Everything except the backbone is mmseg's Swin-T UperNet recipe (inherited; mmseg zoo: Swin-T 44.41, Swin-S 47.72
 # mIoU single-scale: configs swin-*_upernet_* next to this file). Starting from Microsoft's Swin-T file grown at load

@@ -30,7 +30,7 @@ digits_scalenet_8l = dict(
 # ... and its progressive foil: the same 8 positions from independent copies of the 4 base layers
 digits_progressive_8l = dict(digits_scalenet_8l, growth='copy', adapter=None)
 
-# Swin-T (stage depths 2, 2, 6, 2) grown to Swin-S's depths (2, 2, 18, 2): configs/swin/ (ImageNet and COCO)
+# Swin-T (stage depths 2, 2, 6, 2) grown to Swin-S's depths (2, 2, 18, 2): configs/imagenet/ and configs/coco/ (*swin*)
 scalenet_swin_t_s_depth = dict(
     type='ScaleNetSwin', arch='swin-tiny', depths=(2, 2, 18, 2), mapping='cyclic',
     adapter=dict(type='ParallelAdapter', bottleneck=8, sites=('attn', 'mlp')), unshared=('rel_pos',))

@@ -4,7 +4,7 @@
 # norms and relative-position tables, 12 epochs, batch 16 (8 GPUs x 2).
 # mmdet model zoo, same schedule: Swin-T 1x box AP 42.7 / mask AP 39.3. No run of this config has been made yet.
 # Backbone (shared with the 3x config): _base_/scalenet-swin-t-s-depth_mask-rcnn.py. It continues from the ImageNet
-# stage (configs/swin/scalenet_swin-t-s-depth_8xb128-100e_in1k.py, then tools/extract_backbone.py on its work dir):
+# stage (configs/imagenet/scalenet_swin-t-s-depth_8xb128-100e_in1k.py, then tools/extract_backbone.py on its work dir):
 # work_dirs/scalenet_swin-t-s-depth_8xb128-100e_in1k/backbone.pth. From Microsoft's Swin-T file (the one mmdet's
 # Swin-T config loads) grown at load time instead (logged as a warning):
 #   --cfg-options model.backbone.init_cfg.checkpoint=https://github.com/SwinTransformer/storage/releases/download/v1.0.0/swin_tiny_patch4_window7_224.pth
