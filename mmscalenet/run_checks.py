@@ -133,3 +133,45 @@ def fit_amp_to_device(cfg, path: str, asked: bool = False) -> None:
     print(f'warning: {path}: optim_wrapper.type=AmpOptimWrapper needs a GPU and none is available; training in fp32 '
           f'with OptimWrapper instead (--cfg-options optim_wrapper.type=OptimWrapper asks for that without this line)',
           file=sys.stderr)
+
+
+def check_resume_fits(cfg, checkpoint: str, path: str) -> None:
+    """``--resume``: the backbone recorded in the checkpoint (``meta['scalenet']``, written by the shipped configs'
+    ``ScaleNetCheckpointMetaHook``) must be the one the config builds. Otherwise mmengine stops after building the
+    model with a traceback of missing / unexpected keys (another adapter bottleneck, depth, plan or growth). One
+    line naming what differs and the ``--cfg-options`` that build the checkpoint's backbone; a checkpoint without
+    a record, or a config whose backbone is not a ScaleNet one, is left to mmengine."""
+    import torch
+
+    from .checkpoint import META_KEY, CheckpointError, check_recorded_config, safe_load, saved_backbone
+    from .checkpoint.recorded import _option_value
+    backbone_cfg = (cfg.get('model', None) or {}).get('backbone', None)
+    if not isinstance(backbone_cfg, Mapping) or str(backbone_cfg.get('type', '')).split('.')[-1] not in (
+            'ScaleNetViT', 'ScaleNetSwin'):
+        return
+    try:
+        obj = safe_load(checkpoint)
+    except Exception:  # noqa: BLE001  (an unreadable file: mmengine's load names it)
+        return
+    meta = (obj.get('meta') or {}).get(META_KEY) if isinstance(obj, Mapping) else None
+    if not isinstance(meta, Mapping):
+        return
+    name = f'--resume checkpoint {checkpoint}'
+    try:
+        from mmdet.registry import MODELS
+        with torch.device('meta'):
+            model = MODELS.build(dict(backbone_cfg, init_cfg=None))
+        saved = saved_backbone(meta, name)
+        check_recorded_config(model, meta, name)
+    except CheckpointError as err:
+        raise ToolError(f'{err}; a resumed run continues the model it saved ({path})') from None
+    except Exception:  # noqa: BLE001  (a config that does not build: the real build names it)
+        return
+    if saved is None:
+        return
+    own, theirs = model.config(), saved.config()
+    differ = [k for k in theirs if own.get(k) != theirs[k]]
+    if differ:
+        raise ToolError(f'{name} was saved from another backbone than {path} builds ({", ".join(differ)} differ); a '
+                        f'resumed run continues the model it saved: build it with --cfg-options '
+                        + ' '.join(f'model.backbone.{k}={_option_value(theirs[k])}' for k in differ))

@@ -103,3 +103,28 @@ def test_resume_over_checkpoint_files_without_a_usable_one_refuses(tmp_path):
     empty = tmp_path / 'fresh'
     empty.mkdir()
     assert 'training from scratch' in _train(empty, '--resume').stderr
+
+
+def test_resume_with_another_backbone_is_one_line_with_the_options(tmp_path):
+    """--resume from a run of another adapter bottleneck, depth or growth: refused before anything is built, naming
+    what differs and the --cfg-options that build the saved backbone (mmengine would stop in load_state_dict)."""
+    from mmengine.config import Config
+
+    from mmscalenet.checkpoint import META_KEY, scalenet_meta
+    from mmscalenet.models import ScaleNetViT
+    from mmscalenet.run_checks import check_resume_fits
+    from mmscalenet.tools_common import ToolError
+    arch = dict(embed_dims=32, num_layers=2, num_heads=2, mlp_ratio=2.0)
+    saved = ScaleNetViT(arch, depth=4, adapter=dict(type='ParallelAdapter', bottleneck=4), img_size=32, patch_size=8)
+    ckpt = str(tmp_path / 'iter_10.pth')
+    torch.save({'meta': {META_KEY: scalenet_meta(saved)}, 'state_dict': {}}, ckpt)
+    backbone = dict(type='ScaleNetViT', arch=arch, depth=4, img_size=32, patch_size=8,
+                    adapter=dict(type='ParallelAdapter', bottleneck=4))
+    check_resume_fits(Config(dict(model=dict(backbone=backbone))), ckpt, 'same.py')   # the same model: fine
+    for change, expect in ((dict(adapter=dict(type='ParallelAdapter', bottleneck=8)), 'model.backbone.adapter.'),
+                           (dict(depth=6), 'model.backbone.depth=4'),
+                           (dict(growth='copy', adapter=None), 'model.backbone.growth=shared'),
+                           (dict(img_size=64), 'model.backbone.img_size=')):
+        with pytest.raises(ToolError) as err:
+            check_resume_fits(Config(dict(model=dict(backbone=dict(backbone, **change)))), ckpt, 'other.py')
+        assert expect in str(err.value) and '\n' not in str(err.value), (change, str(err.value))

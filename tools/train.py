@@ -96,6 +96,8 @@ def prepare(args):
     elif cfg.get('load_from', None):
         check_checkpoint_file(cfg.load_from, 'load_from checkpoint')
     if cfg.get('resume', False):
+        from mmscalenet.run_checks import check_resume_fits
+        check_resume_fits(cfg, cfg.load_from, args.config)
         skipped = skip_pretrained_init(cfg)
         if skipped:
             print(f'--resume: {", ".join(skipped)} not loaded (the resumed checkpoint holds every tensor)',
