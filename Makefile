@@ -1,5 +1,6 @@
 # Two commands do everything on a fresh machine (see README.md):
-#   make demo   - create/reuse .venv, install, run the embedded ScaleNet demo (classification + detection, CPU)
+#   make demo   - create/reuse .venv, install, run the embedded ScaleNet demo (classification, detection,
+#                 segmentation; CPU)
 #   make test   - create/reuse .venv, install, run the test suite
 PY := .venv/bin/python
 WORK_DIR ?= work_dirs/demo

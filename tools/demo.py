@@ -8,11 +8,15 @@
 2. Detection: scenes of several digits (COCO format, boxes + masks); a small Mask R-CNN is trained with the depth-L,
    the ScaleNet 2L, the progressive 2L and the scratch 2L backbones from step 1 and evaluated with mmdet's
    CocoMetric.
+3. Segmentation: 32x32 one-digit scenes as class maps (background + 10 digits); mmseg's EncoderDecoder with a light
+   FCN head is trained with the same backbones (every row of mmscalenet.demo.ROWS that has a
+   configs/demo/digits_seg_<row>.py) and evaluated with mmseg's IoUMetric (mIoU).
 
-The trainings run two at a time (MMSCALENET_JOBS), each as soon as what it needs exists: a detector starts when the
-classification run that writes its backbone has ended, so the halves overlap.
+The trainings run two at a time (MMSCALENET_JOBS), each as soon as what it needs exists: a detector or segmenter
+starts when the classification run that writes its backbone has ended, so the steps overlap.
 
-Writes summary.json, classification.md, detection.md and PNGs (accuracy curves, predictions) into --work-dir.
+Writes summary.json, classification.md, detection.md, segmentation.md and PNGs (accuracy curves, predictions,
+segmentation overlays) into --work-dir.
 With --seeds, runs the whole demo once per seed (into <work-dir>/seed_<k>/) and writes seeds.json / seeds.md with
 the mean and spread of every figure. A one-seed run says where its figures fall against the spread recorded in
 docs/demo_seeds.json (three seeds of the demo's recipe on the project's 2-core machine; its "command" says what
@@ -33,17 +37,20 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
 REFERENCE = osp.join(ROOT, 'docs', 'demo_seeds.json')
 # (section, run, metric) of the figures compared across seeds
+# (a row a step has not run has no figure: left out of the spread and of the comparison with the reference)
 ROWS = ('base', 'scalenet', 'progressive', 'scratch')
 FIGURES = [('classification', run, 'top1') for run in ROWS] + [
-    ('detection', run, metric) for run in ROWS for metric in ('bbox_mAP', 'bbox_mAP_50', 'segm_mAP')]
+    ('detection', run, metric) for run in ROWS for metric in ('bbox_mAP', 'bbox_mAP_50', 'segm_mAP')] + [
+    ('segmentation', run, 'mIoU') for run in ROWS]
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], epilog=__doc__.split('\n\n', 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--work-dir', default='work_dirs/demo', help='output folder (default work_dirs/demo)')
-    p.add_argument('--only', choices=['classification', 'detection'],
-                   help='run one half (detection needs the classification half\'s backbones in --work-dir)')
+    p.add_argument('--only', choices=['classification', 'detection', 'segmentation'],
+                   help='run one step (detection and segmentation need the classification step\'s backbones in '
+                        '--work-dir)')
     p.add_argument('--seed', type=int, default=0, help='the seed of a one-seed run (default 0)')
     p.add_argument('--seeds', type=int, nargs='+', default=None,
                    help='run the whole demo once per seed and report mean and spread (e.g. --seeds 0 1 2)')
@@ -51,21 +58,28 @@ def parse_args(argv=None):
 
 
 def run_once(work_dir: str, seed: int, only=None) -> dict:
-    """Both halves (or one) with one seed; returns the merged summary.json."""
-    from mmscalenet.demo import classification, detection
+    """Every step (or one) with one seed; returns the merged summary.json."""
+    from mmscalenet.demo import classification, detection, segmentation
     os.makedirs(work_dir, exist_ok=True)
     if only == 'classification':
         classification.run(work_dir, seed=seed)
     elif only == 'detection':
         detection.run(work_dir, seed=seed)
+    elif only == 'segmentation':
+        segmentation.run(work_dir, seed=seed)
     else:
         from mmscalenet.demo.jobs import run_graph
         print(f'=== demo (seed {seed}): digits classification (base L, ScaleNet 2L, progressive 2L, scratch 2L), '
-              f'then Mask R-CNN on digit scenes with each backbone, two trainings at a time ===', flush=True)
+              f'then Mask R-CNN on digit scenes and an mmseg segmenter on one-digit scenes with each backbone, two '
+              f'trainings at a time ===', flush=True)
         t0 = time.perf_counter()
-        done = run_graph(classification.jobs(work_dir, seed) + detection.jobs(work_dir, seed))
-        classification.finish(work_dir, seed, done, time.perf_counter() - t0)
-        detection.finish(work_dir, seed, done, time.perf_counter() - t0)
+        # the long detectors before the short segmenters among the jobs ready at a time
+        done = run_graph(classification.jobs(work_dir, seed) + detection.jobs(work_dir, seed)
+                         + segmentation.jobs(work_dir, seed))
+        wall = time.perf_counter() - t0
+        classification.finish(work_dir, seed, done, wall)
+        detection.finish(work_dir, seed, done, wall)
+        segmentation.finish(work_dir, seed, done, wall)
     from mmscalenet.demo import SUMMARY
     with open(osp.join(work_dir, SUMMARY)) as f:
         return json.load(f)
@@ -142,7 +156,7 @@ def main(argv=None):
         return result
     summary = run_once(args.work_dir, args.seed, args.only)
     print(f'\n=== demo finished in {time.time() - t0:.0f} s; results in {args.work_dir} ===')
-    for name in ('classification.md', 'detection.md'):
+    for name in ('classification.md', 'detection.md', 'segmentation.md'):
         path = osp.join(args.work_dir, name)
         if osp.exists(path):
             print(open(path).read())

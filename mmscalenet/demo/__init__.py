@@ -1,9 +1,9 @@
-"""The embedded demo (``make demo``): digits classification, then digit-scene detection, on CPU.
+"""The embedded demo (``make demo``): digits classification, then digit-scene detection and segmentation, on CPU.
 
 The models are defined by the configs only (``configs/demo/``; the grown backbone is ``digits_scalenet_8l`` of
-``configs/_base_/models/scalenet_backbones.py``, shared by the classification and the detection config). This module
-holds the file names through which the detection half finds the backbones the classification half wrote, and the
-summary file both halves write into.
+``configs/_base_/models/scalenet_backbones.py``, shared by the classification, detection and segmentation configs).
+This module holds the file names through which the downstream halves (detection, segmentation) find the backbones
+the classification half wrote, the rows they train, and the summary file every half writes into.
 """
 import json
 import os
@@ -24,8 +24,9 @@ SUMMARY = 'summary.json'
 
 
 def merge_summary(work_dir: str, key: str, section: Dict[str, Any]) -> Dict[str, Any]:
-    """Set ``key`` (``classification`` / ``detection``) of ``<work_dir>/summary.json``, keeping the other half's
-    entry; an unreadable file starts afresh. Written through a temporary file + rename (never half a file)."""
+    """Set ``key`` (``classification`` / ``detection`` / ``segmentation``) of ``<work_dir>/summary.json``, keeping
+    the other halves' entries; an unreadable file starts afresh. Written through a temporary file + rename (never
+    half a file)."""
     path = osp.join(work_dir, SUMMARY)
     summary: Any = {}
     try:

@@ -22,6 +22,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from . import ROWS, merge_summary
 from .digit_scenes import CLASSES, generate
+from .downstream import MissingBackboneError, prepare_config, row_entry, rows_table, select_rows, train_and_test
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIG_DIR = osp.join(ROOT, 'configs', 'demo')
@@ -31,16 +32,12 @@ NUM_TRAIN, NUM_VAL = 800, 150
 NUM_PICTURES = 4
 
 
-class MissingBackboneError(FileNotFoundError):
-    """The classification half has not written its backbone checkpoints yet."""
-
-
 def build_config(run: str, checkpoint: str, scenes: Dict[str, str], work_dir: str, seed: int,
                  max_iters: Optional[int] = None):
-    """``configs/demo/digits_det_<run>.py`` with the data paths, backbone, work dir and seed of this demo run."""
-    from mmengine.config import Config
-    cfg = Config.fromfile(osp.join(CONFIG_DIR, f'digits_det_{run}.py'))
-    cfg.model.backbone.init_cfg = dict(type='Pretrained', checkpoint=checkpoint)
+    """``configs/demo/digits_det_<run>.py`` with the data paths, backbone, work dir and seed of this demo run
+    (``max_iters``: :func:`~mmscalenet.demo.downstream.prepare_config`)."""
+    cfg = prepare_config(osp.join(CONFIG_DIR, f'digits_det_{run}.py'), checkpoint, osp.join(work_dir, 'detection', run),
+                         seed, max_iters, f'digits_det_{run}')
     root = scenes['root'].rstrip('/') + '/'
     for loader, split in (('train_dataloader', 'train'), ('test_dataloader', 'val')):
         ds = cfg[loader].dataset
@@ -48,23 +45,6 @@ def build_config(run: str, checkpoint: str, scenes: Dict[str, str], work_dir: st
         ds.ann_file = f'annotations/instances_{split}.json'
         ds.data_prefix = dict(img=f'{split}/')
     cfg.test_evaluator.ann_file = scenes['val_ann']
-    # evaluate once, after training (train_seconds then excludes evaluation)
-    cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
-    if max_iters is not None:
-        # shorter: every phase is cut at max_iters; longer: the warm-up keeps its length and the last phase
-        # (the cosine decay) is stretched to end at max_iters, so a longer run is a longer schedule
-        cfg.train_cfg.max_iters = max_iters
-        cfg.default_hooks.checkpoint.interval = max_iters
-        for sched in cfg.param_scheduler:
-            sched.end = min(sched.end, max_iters)
-            sched.begin = min(sched.begin, max(max_iters - 1, 0))
-        cfg.param_scheduler[-1].end = max_iters
-    cfg.train_cfg.val_interval = cfg.train_cfg.max_iters + 1
-    cfg.work_dir = osp.join(work_dir, 'detection', run)
-    cfg.randomness = dict(seed=seed, deterministic=False)
-    stamp = f'{os.getpid()}_{time.strftime("%Y%m%d_%H%M%S")}'
-    cfg.experiment_name = f'digits_det_{run}_{stamp}'
-    cfg.visualizer.name = f'digits_det_{run}_{stamp}'
     return cfg
 
 
@@ -105,51 +85,25 @@ def draw_predictions(model, cfg, image_paths: Sequence[str], out_files: Sequence
     return results
 
 
-def _train_and_test(cfg) -> Dict[str, Any]:
-    from mmengine.runner import Runner
-
-    runner = Runner.from_cfg(cfg)
-    t0 = time.perf_counter()
-    runner.train()
-    train_seconds = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    metrics = runner.test()
-    test_seconds = time.perf_counter() - t0
-    backbone = runner.model.backbone
-    return dict(runner=runner, train_seconds=train_seconds, test_seconds=test_seconds, metrics=metrics,
-                depth=backbone.plan.depth, backbone_params=int(sum(p.numel() for p in backbone.parameters())))
-
-
 def _detection_job(run_name: str, checkpoint: str, scenes: Dict[str, str], work_dir: str, seed: int,
                    max_iters: Optional[int], cfg_options: Dict[str, Any],
                    val_images: Sequence[str]) -> Tuple[Dict[str, Any], List[str]]:
     """Train and evaluate one detector, draw its predictions; returns (its summary entry, the picture files)."""
     cfg = build_config(run_name, checkpoint, scenes, work_dir, seed, max_iters)
     cfg.merge_from_dict(cfg_options)
-    out = _train_and_test(cfg)
+    out = train_and_test(cfg)
     # a detector that finds nothing gets no COCO figures from mmdet (it logs "results ... empty"): 0, as found
     m = {k: float(out['metrics'].get(f'coco/{k}', 0.0)) for k in ('bbox_mAP', 'bbox_mAP_50', 'segm_mAP', 'segm_mAP_50')}
-    entry = dict(
-        **m,
-        train_seconds=round(out['train_seconds'], 1), test_seconds=round(out['test_seconds'], 1),
-        depth=out['depth'], backbone_params=out['backbone_params'],
-        iters=int(cfg.train_cfg.max_iters), batch_size=int(cfg.train_dataloader.batch_size),
-        config=osp.relpath(osp.join(CONFIG_DIR, f'digits_det_{run_name}.py'), ROOT))
+    entry = row_entry(out, cfg, osp.relpath(osp.join(CONFIG_DIR, f'digits_det_{run_name}.py'), ROOT), **m)
     files = [osp.join(work_dir, 'detection', f'pred_{run_name}_{i}.png') for i in range(len(val_images))]
     draw_predictions(out['runner'].model, cfg, val_images, files, classes=CLASSES, upscale=4)
     return entry, files
 
 
 def format_table(det: Dict[str, Dict[str, Any]]) -> str:
-    lines = ['| backbone | depth | backbone params | bbox mAP | bbox AP50 | segm mAP | train s |',
-             '| --- | --- | --- | --- | --- | --- | --- |']
-    for run, _ in RUNS:
-        if run not in det:
-            continue
-        r = det[run]
-        lines.append(f'| {run} | {r["depth"]} | {r["backbone_params"]:,} | {r["bbox_mAP"]:.3f} | '
-                     f'{r["bbox_mAP_50"]:.3f} | {r["segm_mAP"]:.3f} | {r["train_seconds"]:.0f} |')
-    return '\n'.join(lines)
+    return rows_table(det, [run for run, _ in RUNS], [('bbox mAP', 'bbox_mAP', '{:.3f}'.format),
+                                                      ('bbox AP50', 'bbox_mAP_50', '{:.3f}'.format),
+                                                      ('segm mAP', 'segm_mAP', '{:.3f}'.format)])
 
 
 def run(work_dir: str, seed: int = 0, max_iters: Optional[int] = None, num_train: int = NUM_TRAIN,
@@ -160,15 +114,11 @@ def run(work_dir: str, seed: int = 0, max_iters: Optional[int] = None, num_train
     ``runs`` picks some of the rows (default: all of ``ROWS``); ``cfg_options`` (mmengine ``--cfg-options`` keys)
     change every run's config the same way, e.g. ``{'optim_wrapper.paramwise_cfg.sharing_rule': 'first'}``.
     """
-    chosen = _chosen(runs)
-    missing = [osp.join(work_dir, rel) for _, rel in chosen if not osp.isfile(osp.join(work_dir, rel))]
-    if missing:
-        raise MissingBackboneError(
-            f'backbone checkpoint(s) {", ".join(missing)} not found: run the classification half first '
-            f'(python -m mmscalenet.demo.classification --work-dir {work_dir}, or make demo)')
+    select_rows(work_dir, RUNS, runs, 'detection')   # unknown rows and missing backbones, before any work
     from .jobs import run_graph
     t_start = time.perf_counter()
-    done = run_graph(jobs(work_dir, seed, max_iters, num_train, num_val, runs, cfg_options, after_classification=False))
+    done = run_graph(jobs(work_dir, seed, max_iters, num_train, num_val, runs, cfg_options,
+                          after_classification=False))
     return finish(work_dir, seed, done, time.perf_counter() - t_start, num_train, num_val, runs, cfg_options)
 
 
@@ -180,11 +130,6 @@ def _chosen(runs: Optional[Sequence[str]]) -> List[Tuple[str, str]]:
     return [(name, rel) for name, rel in RUNS if name in (runs or names)]
 
 
-def _val_images(scenes: Dict[str, str]) -> List[str]:
-    with open(scenes['val_ann']) as f:
-        return [osp.join(scenes['val_img'], im['file_name']) for im in json.load(f)['images'][:NUM_PICTURES]]
-
-
 def jobs(work_dir: str, seed: int = 0, max_iters: Optional[int] = None, num_train: int = NUM_TRAIN,
          num_val: int = NUM_VAL, runs: Optional[Sequence[str]] = None, cfg_options: Optional[Dict[str, Any]] = None,
          after_classification: bool = True) -> list:
@@ -192,7 +137,8 @@ def jobs(work_dir: str, seed: int = 0, max_iters: Optional[int] = None, num_trai
     ``detection/<row>``, each waiting for the classification job that writes its backbone (unless
     ``after_classification`` is False: the backbones are on disk already)."""
     scenes = generate(osp.join(work_dir, 'detection', 'scenes'), num_train=num_train, num_val=num_val, seed=seed)
-    val_images = _val_images(scenes)
+    with open(scenes['val_ann']) as f:
+        val_images = [osp.join(scenes['val_img'], im['file_name']) for im in json.load(f)['images'][:NUM_PICTURES]]
     return [(f'detection/{name}', _detection_job, (name, osp.join(work_dir, rel), scenes, work_dir, seed, max_iters,
                                                    dict(cfg_options or {}), val_images),
              (f'classification/{name}',) if after_classification else ()) for name, rel in _chosen(runs)]
@@ -234,7 +180,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     p.add_argument('--max-iters', type=int, default=None,
                    help='override the training length (the cosine decay is cut or stretched to it)')
     p.add_argument('--runs', nargs='+', choices=[name for name, _ in RUNS], default=None,
-                   help='train only these backbones (default: base scalenet scratch)')
+                   help='train only these backbones (default: all of them)')
     p.add_argument('--cfg-options', nargs='+', action=DictAction, default=None,
                    help='config overrides applied to every run, as tools/train.py takes them')
     a = p.parse_args(argv)

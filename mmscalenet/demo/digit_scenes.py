@@ -31,7 +31,7 @@ import argparse
 import json
 import os
 import os.path as osp
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
@@ -225,6 +225,38 @@ def split_pools(labels: np.ndarray, val_fraction: float = 0.2, split_seed: int =
     return {'train': train, 'val': val}
 
 
+def _style_settings(style: str, max_digits: Optional[int], size_range: Optional[Tuple[int, int]],
+                    ) -> Tuple[int, Tuple[int, int]]:
+    """(max digits, size range) of a scene style, the style's defaults (``STYLE_DEFAULTS``) where not given."""
+    if style not in STYLES:
+        raise ValueError(f'style must be one of {sorted(STYLES)}, got {style!r}')
+    max_digits = STYLE_DEFAULTS[style][0] if max_digits is None else max_digits
+    return max_digits, tuple(STYLE_DEFAULTS[style][1] if size_range is None else size_range)
+
+
+def iter_scenes(split: str, count: int, seed: int = 0, canvas: int = 96, max_digits: Optional[int] = None,
+                size_range: Optional[Tuple[int, int]] = None, style: str = 'cluttered',
+                ) -> Iterator[Tuple[np.ndarray, List[dict]]]:
+    """The first ``count`` scenes of ``split`` ('train' / 'val') as :func:`generate` writes them: (image, instances)
+    pairs, each instance ``dict(label, bbox, mask)`` (label 0..9, exact visible-ink mask). Deterministic from the
+    seed, the split and the settings; ``max_digits`` / ``size_range`` default to the style's."""
+    max_digits, size_range = _style_settings(style, max_digits, size_range)
+    images, labels = _digits()
+    pool = split_pools(labels)[split]
+    rng = np.random.default_rng([seed, SPLITS.index(split)])
+    for _ in range(count):
+        yield STYLES[style](rng, images, labels, pool, canvas, max_digits, size_range)
+
+
+def class_map(instances: Sequence[dict], shape: Tuple[int, int]) -> np.ndarray:
+    """The semantic-segmentation label map of a scene: (H, W) uint8, 0 = background, ``label + 1`` where an
+    instance's mask is set (the union of the instance masks per class; the masks of a scene never overlap)."""
+    seg = np.zeros(shape, dtype=np.uint8)
+    for inst in instances:
+        seg[np.asarray(inst['mask'], dtype=bool)] = inst['label'] + 1
+    return seg
+
+
 def generate(out_dir: str, num_train: int = 600, num_val: int = 120, seed: int = 0, canvas: int = 96,
              max_digits: Optional[int] = None, size_range: Optional[Tuple[int, int]] = None, overwrite: bool = False,
              style: str = 'cluttered') -> Dict[str, str]:
@@ -234,10 +266,7 @@ def generate(out_dir: str, num_train: int = 600, num_val: int = 120, seed: int =
     previous stand-in); ``max_digits`` / ``size_range`` default to the style's (``STYLE_DEFAULTS``). Reuses an
     existing folder generated with the same settings (a stamp file records them) unless ``overwrite``.
     """
-    if style not in STYLES:
-        raise ValueError(f'style must be one of {sorted(STYLES)}, got {style!r}')
-    max_digits = STYLE_DEFAULTS[style][0] if max_digits is None else max_digits
-    size_range = tuple(STYLE_DEFAULTS[style][1] if size_range is None else size_range)
+    max_digits, size_range = _style_settings(style, max_digits, size_range)
     settings = dict(format=FORMAT, style=style, num_train=num_train, num_val=num_val, seed=seed, canvas=canvas,
                     max_digits=max_digits, size_range=list(size_range))
     paths = dict(root=out_dir, **{f'{s}_ann': osp.join(out_dir, 'annotations', f'instances_{s}.json')
@@ -249,18 +278,14 @@ def generate(out_dir: str, num_train: int = 600, num_val: int = 120, seed: int =
                 return paths
     if canvas < size_range[1] + 4 or size_range[0] < 8:
         raise ValueError(f'size_range={size_range} does not fit a {canvas} px canvas (digits need 8..canvas-4 px)')
-    images, labels = _digits()
-    pools = split_pools(labels)
     os.makedirs(osp.join(out_dir, 'annotations'), exist_ok=True)
     categories = [dict(id=d + 1, name=CLASSES[d], supercategory='digit') for d in range(10)]
-    for split_no, (split, count) in enumerate(zip(SPLITS, (num_train, num_val))):
-        rng = np.random.default_rng([seed, split_no])
+    for split, count in zip(SPLITS, (num_train, num_val)):
         os.makedirs(paths[f'{split}_img'], exist_ok=True)
         coco = dict(info=dict(description=f'mmscalenet digit scenes ({split}, seed {seed})'), licenses=[],
                     images=[], annotations=[], categories=categories)
         ann_id = 1
-        for i in range(count):
-            img, instances = STYLES[style](rng, images, labels, pools[split], canvas, max_digits, size_range)
+        for i, (img, instances) in enumerate(iter_scenes(split, count, seed, canvas, max_digits, size_range, style)):
             name = f'{i:06d}.png'
             Image.fromarray(img).save(osp.join(paths[f'{split}_img'], name))
             coco['images'].append(dict(id=i + 1, file_name=name, height=canvas, width=canvas))
