@@ -7,12 +7,6 @@
 _base_ = ['./mask-rcnn_scalenet-swin-t-s-depth_fpn_1x_coco.py']
 model = dict(
     backbone=dict(
-        _base_.progressive_swin_t_s_depth,
-        _delete_=True,
-        img_size=224,
-        drop_path_rate=0.2,
-        out_type='featmap',
-        out_indices=(0, 1, 2, 3),
-        with_cp=False,
+        _base_.progressive_swin_t_s_depth,   # over the ScaleNet config's backbone (no adapters)
         init_cfg=dict(type='Pretrained',
                       checkpoint='work_dirs/progressive_swin-t-s-depth_8xb128-100e_in1k/backbone.pth')))

@@ -5,5 +5,4 @@
 # preserving). The backbone entry is `progressive_swin_t_s_depth` (../_base_/models/scalenet_backbones.py), which
 # its COCO config (mask-rcnn_progressive-swin-t-s-depth_fpn_1x_coco.py) uses too. No run has been made.
 _base_ = ['./scalenet_swin-t-s-depth_8xb128-100e_in1k.py']
-model = dict(backbone=dict(_base_.progressive_swin_t_s_depth, _delete_=True, img_size=224, drop_path_rate=0.3,
-                           out_type='pooled'))
+model = dict(backbone=_base_.progressive_swin_t_s_depth)   # over the ScaleNet config's backbone (no adapters)
