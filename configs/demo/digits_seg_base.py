@@ -119,5 +119,7 @@ default_hooks = dict(
     checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=max_iters, max_keep_ckpts=1),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='SegVisualizationHook'),
-    safe_io=dict(type='SafeCheckpointIOHook'))   # weights_only loads, atomic writes while the runner runs
+    safe_io=dict(type='SafeCheckpointIOHook'),   # weights_only loads, atomic writes while the runner runs
+    scalenet_meta=dict(type='ScaleNetCheckpointMetaHook'),   # the ScaleNet metadata in every checkpoint
+    work_dir_lock=dict(type='WorkDirLockHook'))   # one training run per work dir (the lock tools/train.py takes)
 randomness = dict(seed=0)
