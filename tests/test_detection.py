@@ -275,6 +275,24 @@ def test_first_position_rule_would_freeze_the_shared_tensors(mmdet_scope):
     assert ratio == pytest.approx(0.7 ** 12)   # 1/72
 
 
+def test_shared_lr_scales_only_the_tensors_several_positions_run(mmdet_scope):
+    """paramwise_cfg.shared_lr='per_use': a shared block run by k positions gets 1/k of its decayed lr; a number
+    multiplies it; the per-position tensors, embeddings and neck keep theirs; bad values are refused."""
+    backbone = dense_vit(depth=4, window_size=4)   # 2 base layers, each run by 2 positions
+    model = _Detector(backbone)
+    plain = _groups_by_name(model, _build_optim(model, decay_rate=0.5).optimizer)
+    for setting, mult in (('per_use', 0.5), (0.25, 0.25)):
+        scaled = _groups_by_name(model, _build_optim(model, decay_rate=0.5, shared_lr=setting).optimizer)
+        for name, (lr, wd) in plain.items():
+            expect = lr * mult if name.startswith('backbone.blocks.') else lr
+            assert scaled[name] == (pytest.approx(expect), wd), name
+    foil = _Detector(dense_vit(depth=4, window_size=4, growth='copy'))   # nothing shared: nothing scaled
+    assert _groups_by_name(foil, _build_optim(foil, decay_rate=0.5, shared_lr='per_use').optimizer) == \
+        _groups_by_name(foil, _build_optim(foil, decay_rate=0.5).optimizer)
+    with pytest.raises(ValueError, match='shared_lr must be'):
+        _build_optim(model, decay_rate=0.5, shared_lr='half')
+
+
 def test_layer_decay_checks_its_config(mmdet_scope):
     model = _Detector(dense_vit(depth=4, window_size=4))
     with pytest.raises(ValueError, match='num_layers=12 but the backbone has depth 4'):

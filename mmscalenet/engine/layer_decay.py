@@ -33,6 +33,12 @@ the model, as detectron2's ViTDet recipe does), position embeddings, the class t
 (the ViT's ``rel_pos_h`` / ``rel_pos_w``, Swin's bias tables) and the function-preserving gates; ``base_wd`` for everything else. Every parameter is in exactly one group, and
 a shared tensor is seen once.
 
+``paramwise_cfg.shared_lr`` (default 1.0) scales the lr of the shared tensors that more than one position runs, on
+top of the decay: a number, or ``'per_use'`` for 1 / (the number of positions that run the tensor). A step of a
+shared tensor moves every position that runs it, so at the same lr a grown model's function moves further per
+step than its untied copy's; ``'per_use'`` gives each use the step an untied copy's layer would take. Off by
+default (the shipped recipes); an experiment's switch (``docs/detection_transfer.md``, section 4).
+
 Config::
 
     optim_wrapper = dict(constructor='ScaleNetLayerDecayOptimizerConstructor',
@@ -55,7 +61,7 @@ from torch.nn.modules.instancenorm import _InstanceNorm
 # Parameter-name patterns (after the model prefix) that never get weight decay.
 NO_DECAY_PATTERNS = (r'(^|\.)pos_embed$', r'(^|\.)cls_token$', r'(^|\.)rel_pos_[hw]$', r'(^|\.)gate_(attn|mlp)$',
                      r'(^|\.)relative_position_bias_table$')
-_KNOWN_KEYS = ('decay_rate', 'num_layers', 'decay_type', 'sharing_rule')
+_KNOWN_KEYS = ('decay_rate', 'num_layers', 'decay_type', 'sharing_rule', 'shared_lr')
 
 
 def _norm_types() -> Tuple[type, ...]:
@@ -148,6 +154,28 @@ def layer_id_fn(model: nn.Module, num_layers: Optional[int] = None, sharing_rule
     return layer_id, span
 
 
+def shared_uses_fn(model: nn.Module):
+    """``name -> k``: how many positions run the tensor ``name`` (k > 1 only for a shared block's tensors)."""
+    prefix, backbone = find_backbone(model)
+    uses: Dict[Tuple[str, int], int] = {}
+    for stage, _, sources in _stages(backbone):
+        for j in sources:
+            uses[(stage, j)] = uses.get((stage, j), 0) + 1
+    unit = re.compile(rf'^{re.escape(prefix)}(layers\.\d+\.)?blocks\.(\d+)\.')
+
+    def count(name: str) -> int:
+        m = unit.match(name)
+        return uses.get((m.group(1) or '', int(m.group(2))), 1) if m else 1
+
+    return count
+
+
+def _shared_lr_mult(setting, uses: int) -> float:
+    if uses <= 1:
+        return 1.0
+    return 1.0 / uses if setting == 'per_use' else float(setting)
+
+
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()
 class ScaleNetLayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
     """Layer-wise lr decay for grown ViTs and Swins; ``paramwise_cfg.sharing_rule`` places shared tensors (module
@@ -167,6 +195,9 @@ class ScaleNetLayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
         rate = paramwise_cfg['decay_rate']
         if not isinstance(rate, (int, float)) or not 0 < rate <= 1:
             raise ValueError(f'paramwise_cfg.decay_rate must be in (0, 1], got {rate!r}')
+        shared = paramwise_cfg.get('shared_lr', 1.0)
+        if shared != 'per_use' and (isinstance(shared, bool) or not isinstance(shared, (int, float)) or shared <= 0):
+            raise ValueError(f'paramwise_cfg.shared_lr must be a number > 0 or "per_use", got {shared!r}')
         super().__init__(optim_wrapper_cfg, paramwise_cfg)
         if self.base_lr is None:
             raise ValueError('ScaleNetLayerDecayOptimizerConstructor needs optimizer.lr')
@@ -176,6 +207,7 @@ class ScaleNetLayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
         rate = float(self.paramwise_cfg['decay_rate'])
         rule = self.paramwise_cfg.get('sharing_rule', 'base')
         layer_id, depth = layer_id_fn(module, self.paramwise_cfg.get('num_layers'), rule)
+        uses, shared = shared_uses_fn(module), self.paramwise_cfg.get('shared_lr', 1.0)
         base_wd = self.base_wd if self.base_wd is not None else 0.0
         norm_types = _norm_types()
         norm_params = set()
@@ -185,16 +217,18 @@ class ScaleNetLayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
                 norm_params.update(id(p) for p in mod.parameters(recurse=False))
         no_decay = [re.compile(p) for p in NO_DECAY_PATTERNS]
 
-        groups: Dict[Tuple[float, bool], dict] = OrderedDict()
+        groups: Dict[Tuple[float, bool, float], dict] = OrderedDict()
         for name, param in module.named_parameters(prefix=prefix.rstrip('.')):  # each shared tensor once
             lid = layer_id(name)
             decay = not (id(param) in norm_params or any(p.search(name) for p in no_decay))
-            key = (lid, decay)
+            mult = _shared_lr_mult(shared, uses(name))
+            key = (lid, decay, mult)
             if key not in groups:
-                scale = rate ** (depth + 1 - lid)
+                scale = rate ** (depth + 1 - lid) * mult
                 groups[key] = dict(params=[], param_names=[], lr=self.base_lr * scale, lr_scale=scale,
                                    weight_decay=base_wd if decay else 0.0, layer_id=lid,
-                                   group_name=f'layer_{lid:g}_{"decay" if decay else "no_decay"}')
+                                   group_name=f'layer_{lid:g}_{"decay" if decay else "no_decay"}'
+                                              + (f'_shared_x{mult:g}' if mult != 1.0 else ''))
             groups[key]['params'].append(param)
             groups[key]['param_names'].append(name)
         ordered = [groups[k] for k in sorted(groups)]
