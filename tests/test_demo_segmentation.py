@@ -129,7 +129,7 @@ def test_summary_has_a_finite_miou_per_row(tiny_run):
         assert math.isfinite(entry['mIoU']) and 0.0 <= entry['mIoU'] <= 100.0
         assert entry['depth'] == depth and entry['iters'] == 2 and entry['train_seconds'] >= 0
         assert entry['config'] == f'configs/demo/digits_seg_{row}.py'
-        assert entry['backbone_params'] > 0
+        assert entry['backbone_params'] > 0 and entry['params'] == entry['backbone_params']
     assert section['scalenet']['backbone_params'] < section['scratch']['backbone_params']   # shared weights
     assert (section['num_train_scenes'], section['num_val_scenes'], section['seed']) == (8, 4, 3)
 

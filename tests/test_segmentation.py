@@ -107,3 +107,24 @@ def test_missing_annotations_and_an_empty_split_are_named_before_training(tmp_pa
                                                            seg_map_path='annotations/training')))
     with pytest.raises(SegmentationDataError, match='image folder .*missing does not exist'):
         check_segmentation_split(dict(cfg, data_prefix=dict(img_path='missing', seg_map_path='annotations')))
+
+
+def test_benchmark_takes_the_backbone_of_a_segmentation_config():
+    """tools/benchmark.py --config: the grown backbone of an ADE20K (or any) config is what gets timed; a config
+    without a grown backbone is refused in one line."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('mmscalenet_benchmark_tool', osp.join(ROOT, 'tools', 'benchmark.py'))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    args = bench.parse_args(['--config', osp.join(ROOT, 'configs', 'ade20k',
+                                                  'upernet_scalenet-deit-s-24_mln_8xb2-160k_ade20k-512x512.py'),
+                             '--device', 'cpu'])
+    assert (args.backbone, args.arch, args.depth, args.adapter, args.bottleneck, args.img_size, args.detection) == (
+        'vit', 'deit-small', 24, 'parallel', 16, 512, True)
+    swin = bench.parse_args(['--config', osp.join(ROOT, 'configs', 'ade20k',
+                                                  'upernet_scalenet-swin-t-s-depth_8xb2-160k_ade20k-512x512.py'),
+                             '--device', 'cpu'])
+    assert (swin.backbone, swin.arch, swin.depths) == ('swin', 'swin-tiny', (2, 2, 18, 2))
+    with pytest.raises(SystemExit):
+        bench.parse_args(['--config', osp.join(ROOT, 'configs', 'ade20k', 'swin-t_upernet_8xb2-160k_ade20k-512x512.py'),
+                          '--device', 'cpu'])

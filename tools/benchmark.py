@@ -42,6 +42,10 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split('\n\n', 1)[1])
+    p.add_argument('--config', default=None,
+                   help='take the grown backbone from a config (ImageNet, COCO, ADE20K or demo): its family, arch, '
+                        'depth(s), adapter and input size (a featmap ViT is timed as --detection); the other flags '
+                        'then set only what the config leaves open')
     p.add_argument('--backbone', choices=['vit', 'swin'], default='vit', help='ScaleNetViT (default) or '
                    'ScaleNetSwin against timm\'s SwinTransformer')
     p.add_argument('--arch', default=None, help='deit-tiny | deit-small | deit-base, or EMBED,LAYERS,HEADS for a '
@@ -72,6 +76,11 @@ def parse_args(argv=None):
     p.add_argument('--onnx', action='store_true', help='onnxruntime CPU latency and file size of each model\'s '
                    'ONNX export instead of PyTorch throughput')
     args = p.parse_args(argv)
+    if args.config:
+        try:
+            _from_config(args)
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            p.error(f'--config {args.config}: {err}')
     if args.img_size is None:
         args.img_size = 1024 if args.detection else 224
     if args.arch is None:
@@ -92,6 +101,38 @@ def parse_args(argv=None):
         p.error(f'--modes must be a comma list of train,infer; got {args.modes!r}')
     args.modes = modes
     return args
+
+
+def _from_config(args) -> None:
+    """Fill the backbone flags from ``args.config``'s ``model.backbone`` (a ScaleNetViT or ScaleNetSwin entry)."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(args.config)
+    bb = (cfg.get('model', None) or {}).get('backbone', None)
+    kind = str((bb or {}).get('type', '')).split('.')[-1]
+    if kind not in ('ScaleNetViT', 'ScaleNetSwin'):
+        raise ValueError(f'its model.backbone is {kind or "missing"}, not a ScaleNetViT / ScaleNetSwin')
+    if bb.get('growth', 'shared') != 'shared':
+        raise ValueError(f'growth={bb["growth"]!r}: the foil is a plain model of the grown depth, which the timm '
+                         f'rows of the benchmark already time')
+    adapter = bb.get('adapter', 'auto')
+    adapter = dict(type='ParallelAdapter') if adapter == 'auto' else adapter
+    args.adapter = {None: 'none', 'ParallelAdapter': 'parallel', 'LoRA': 'lora'}[(adapter or {}).get('type')]
+    args.bottleneck = int((adapter or {}).get('bottleneck', 8))
+    args.rank = int((adapter or {}).get('rank', 8))
+    size = bb.get('img_size', 224)
+    args.img_size = int(size if isinstance(size, int) else size[0])
+    arch = bb.get('arch', 'deit-small' if kind == 'ScaleNetViT' else 'swin-tiny')
+    if kind == 'ScaleNetSwin':
+        args.backbone, args.arch = 'swin', arch
+        if bb.get('depths') is not None:
+            args.depths = ','.join(str(d) for d in bb['depths'])
+        return
+    args.backbone = 'vit'
+    args.arch = arch if isinstance(arch, str) else f'{arch["embed_dims"]},{arch["num_layers"]},{arch["num_heads"]}'
+    args.depth = bb.get('depth') or (arch['num_layers'] if isinstance(arch, dict) else None)
+    if bb.get('out_type') == 'featmap':
+        args.detection = True
+        args.window_size = int(bb.get('window_size') or 0)
 
 
 def _arch(spec):

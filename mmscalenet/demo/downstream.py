@@ -77,7 +77,9 @@ def row_entry(out: Dict[str, Any], cfg, config: str, **metrics: float) -> Dict[s
     """A row's ``summary.json`` entry: its ``metrics``, then the times, depth, parameters and schedule of
     :func:`train_and_test`'s ``out``, and the ``config`` it ran (relative to the checkout)."""
     return dict(metrics, train_seconds=round(out['train_seconds'], 1), test_seconds=round(out['test_seconds'], 1),
-                depth=out['depth'], backbone_params=out['backbone_params'], iters=int(cfg.train_cfg.max_iters),
+                depth=out['depth'], backbone_params=out['backbone_params'],
+                params=out['backbone_params'],   # every row of every step has `params` (the backbone's, here)
+                iters=int(cfg.train_cfg.max_iters),
                 batch_size=int(cfg.train_dataloader.batch_size), config=config)
 
 
