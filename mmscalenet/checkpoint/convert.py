@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 import torch
 from timm.layers import resample_abs_pos_embed
 
+from ..expansion import stored_layer_count
 from .io import FORMAT_VERSION, META_KEY, CheckpointError
 
 _POSITION_KEY = re.compile(r'^positions\.(\d+)\.(.+)$')
@@ -131,8 +132,7 @@ def match_gate_shapes(model, state: Mapping[str, torch.Tensor]) -> Dict[str, tor
 
 
 def _base_depth_of(state: Mapping[str, torch.Tensor]) -> int:
-    layers = {int(m.group(1)) for k in state for m in [re.match(r'^blocks\.(\d+)\.', k)] if m}
-    return max(layers) + 1 if layers else 0
+    return stored_layer_count(state)
 
 
 def _positions_of(state: Mapping[str, torch.Tensor]) -> List[int]:

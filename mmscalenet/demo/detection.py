@@ -22,7 +22,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from . import ROWS, merge_summary
 from .digit_scenes import CLASSES, generate
-from .downstream import MissingBackboneError, prepare_config, row_entry, rows_table, select_rows, train_and_test
+from .downstream import (MissingBackboneError, pick_rows, prepare_config, row_entry, rows_table, select_rows,
+                         train_and_test)
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIG_DIR = osp.join(ROOT, 'configs', 'demo')
@@ -123,11 +124,7 @@ def run(work_dir: str, seed: int = 0, max_iters: Optional[int] = None, num_train
 
 
 def _chosen(runs: Optional[Sequence[str]]) -> List[Tuple[str, str]]:
-    names = [name for name, _ in RUNS]
-    unknown = sorted(set(runs or names) - set(names))
-    if unknown:
-        raise ValueError(f'unknown detection run(s) {unknown}: choose from {names}')
-    return [(name, rel) for name, rel in RUNS if name in (runs or names)]
+    return pick_rows(RUNS, runs, 'detection')
 
 
 def jobs(work_dir: str, seed: int = 0, max_iters: Optional[int] = None, num_train: int = NUM_TRAIN,

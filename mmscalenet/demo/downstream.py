@@ -12,17 +12,23 @@ class MissingBackboneError(FileNotFoundError):
     """The classification half has not written its backbone checkpoints yet."""
 
 
-def select_rows(work_dir: str, rows: Sequence[Tuple[str, str]], runs: Optional[Sequence[str]],
-                half: str, hint: str = '') -> List[Tuple[str, str]]:
+def pick_rows(rows: Sequence[Tuple[str, str]], runs: Optional[Sequence[str]], half: str,
+              hint: str = '') -> List[Tuple[str, str]]:
     """The ``(row, checkpoint file)`` pairs of ``rows`` named in ``runs`` (all of them for None), in ``rows``'
-    order; a name not in ``rows`` is a ValueError, a checkpoint missing under ``work_dir`` one
-    :class:`MissingBackboneError` naming every missing file."""
+    order; a name not in ``rows`` is a ValueError."""
     names = [name for name, _ in rows]
     runs = list(runs or names)
     unknown = sorted(set(runs) - set(names))
     if unknown:
         raise ValueError(f'unknown {half} run(s) {unknown}: choose from {names}{hint}')
-    chosen = [(name, rel) for name, rel in rows if name in runs]
+    return [(name, rel) for name, rel in rows if name in runs]
+
+
+def select_rows(work_dir: str, rows: Sequence[Tuple[str, str]], runs: Optional[Sequence[str]],
+                half: str, hint: str = '') -> List[Tuple[str, str]]:
+    """:func:`pick_rows`, and a checkpoint missing under ``work_dir`` is one :class:`MissingBackboneError` naming
+    every missing file."""
+    chosen = pick_rows(rows, runs, half, hint)
     missing = [osp.join(work_dir, rel) for _, rel in chosen if not osp.isfile(osp.join(work_dir, rel))]
     if missing:
         raise MissingBackboneError(

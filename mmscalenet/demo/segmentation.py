@@ -35,7 +35,8 @@ import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from . import ROWS, merge_summary
-from .downstream import MissingBackboneError, prepare_config, row_entry, rows_table, select_rows, train_and_test
+from .downstream import (MissingBackboneError, pick_rows, prepare_config, row_entry, rows_table, select_rows,
+                         train_and_test)
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIG_DIR = osp.join(ROOT, 'configs', 'demo')
@@ -44,6 +45,7 @@ NUM_TRAIN, NUM_VAL = 960, 100
 CANVAS, MAX_DIGITS, SIZE_RANGE, STYLE = 32, 1, (28, 28), 'plain'
 SCENE_FORMAT = 1   # version stamp of the written scene folder (a folder written with other settings is rewritten)
 NUM_PICTURES = 2   # val scenes drawn per row
+_HINT = ' (a row needs configs/demo/digits_seg_<row>.py)'
 
 
 def config_path(row: str) -> str:
@@ -169,9 +171,7 @@ def run(work_dir: str, seed: int = 0, runs: Optional[Sequence[str]] = None, max_
     ``runs`` picks some rows (default: every row of ``ROWS`` with a ``configs/demo/digits_seg_<row>.py``);
     ``cfg_options`` (mmengine ``--cfg-options`` keys) change every row's config the same way.
     """
-    rows = available_rows()
-    select_rows(work_dir, [(row, rel) for row, rel in ROWS if row in rows], runs, 'segmentation',
-                ' (a row needs configs/demo/digits_seg_<row>.py)')
+    select_rows(work_dir, _rows(), runs, 'segmentation', _HINT)
     from .jobs import run_graph
     t_start = time.perf_counter()
     done = run_graph(jobs(work_dir, seed, runs, max_iters, num_train, num_val, cfg_options,
@@ -179,13 +179,14 @@ def run(work_dir: str, seed: int = 0, runs: Optional[Sequence[str]] = None, max_
     return finish(work_dir, seed, done, time.perf_counter() - t_start, runs, num_train, num_val, cfg_options)
 
 
-def _chosen(runs: Optional[Sequence[str]]) -> List[Tuple[str, str]]:
+def _rows() -> List[Tuple[str, str]]:
+    """The rows of ``ROWS`` that have a segmentation config, with their checkpoint files."""
     rows = available_rows()
-    unknown = sorted(set(runs or rows) - set(rows))
-    if unknown:
-        raise ValueError(f'unknown segmentation run(s) {unknown}: choose from {rows} (a row needs '
-                         f'configs/demo/digits_seg_<row>.py)')
-    return [(row, rel) for row, rel in ROWS if row in (runs or rows)]
+    return [(row, rel) for row, rel in ROWS if row in rows]
+
+
+def _chosen(runs: Optional[Sequence[str]]) -> List[Tuple[str, str]]:
+    return pick_rows(_rows(), runs, 'segmentation', _HINT)
 
 
 def jobs(work_dir: str, seed: int = 0, runs: Optional[Sequence[str]] = None, max_iters: Optional[int] = None,
