@@ -10,7 +10,8 @@ once per backward: no ``find_unused_parameters``, no ``static_graph`` needed (bo
 
 **FSDP.** A shared tensor must live in one FSDP unit together with every module that uses it, otherwise the unit
 that owns it may be resharded while another position still needs it. :func:`fsdp_units` returns, for each base
-layer j, ``[blocks[j], positions[p] for every p with g(p) = j]``; :func:`apply_fully_shard` passes each group to
+layer j of every grown stack (the ViT trunk, each Swin stage), ``[blocks[j], positions[p] for every p with
+g(p) = j]``; :func:`apply_fully_shard` passes each group to
 FSDP2's ``fully_shard`` (which accepts a list of modules as one unit) and shards the rest at the root.
 """
 from __future__ import annotations
@@ -36,15 +37,17 @@ def ddp_wrapper_cfg(find_unused_parameters: bool = False, static_graph: bool = F
 
 
 def scalenet_backbones(model: nn.Module) -> List[nn.Module]:
+    """Every grown backbone in ``model`` (ViT and Swin alike: the modules that list their grown stacks)."""
+    from .models.swin import ScaleNetSwin
     from .models.vit import ScaleNetViT
-    return [m for m in model.modules() if isinstance(m, ScaleNetViT)]
+    return [m for m in model.modules() if isinstance(m, (ScaleNetViT, ScaleNetSwin))]
 
 
 def fsdp_units(backbone: nn.Module) -> List[List[nn.Module]]:
-    """One FSDP unit per base layer: the shared block and every position that runs it."""
-    plan = backbone.plan
-    return [[backbone.blocks[j]] + [backbone.positions[p] for p in plan.positions_of(j)]
-            for j in range(plan.base_depth)]
+    """One FSDP unit per base layer of every grown stack (the ViT trunk, each Swin stage): the shared block and
+    every position that runs it."""
+    return [[stack.blocks[j]] + [stack.positions[p] for p in plan.positions_of(j)]
+            for _, plan, stack in backbone.growth_stacks() for j in range(plan.base_depth)]
 
 
 def check_fsdp_units(units: List[List[nn.Module]]) -> None:
@@ -61,8 +64,9 @@ def check_fsdp_units(units: List[List[nn.Module]]) -> None:
 def apply_fully_shard(model: nn.Module, mesh: Optional[Any] = None, **kwargs: Any) -> nn.Module:
     """Shard ``model`` with FSDP2 (``torch.distributed.fsdp.fully_shard``), one unit per shared layer group.
 
-    Each ``ScaleNetViT`` in ``model`` gets one unit per base layer (:func:`fsdp_units`); everything else
-    (embeddings, final norm, necks, heads) goes into the root unit. ``kwargs`` go to every ``fully_shard`` call
+    Each grown backbone in ``model`` (``ScaleNetViT``, ``ScaleNetSwin``) gets one unit per base layer of each
+    stack (:func:`fsdp_units`); everything else (embeddings, patch merging, norms, necks, heads) goes into the root
+    unit. ``kwargs`` go to every ``fully_shard`` call
     (``reshard_after_forward``, ``mp_policy``, ...).
     """
     from torch.distributed.fsdp import fully_shard

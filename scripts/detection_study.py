@@ -215,7 +215,7 @@ def detect(args):
         _scenes(args.cache, seed, args.style)
     jobs = [(f'{run}/{seed}', _detect_job, (run, args.cache, args.name, seed, args.max_iters, options,
                                              args.eval_every, args.style))
-            for run in args.runs for seed in args.seeds   # backbone by backbone: a cut-off run loses the last
+            for seed in args.seeds for run in args.runs   # seed by seed: a cut-off study keeps whole seeds
             if not osp.isfile(osp.join(args.cache, args.name, f'seed{seed}', f'{run}.json'))]
     for seed in args.seeds:
         os.makedirs(osp.join(args.cache, args.name, f'seed{seed}'), exist_ok=True)

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from conftest import ROOT, TINY_ARCH
-from mmscalenet.distributed import check_fsdp_units, ddp_wrapper_cfg, fsdp_units
-from mmscalenet.models import ScaleNetViT
+from mmscalenet.distributed import check_fsdp_units, ddp_wrapper_cfg, fsdp_units, scalenet_backbones
+from mmscalenet.models import ScaleNetSwin, ScaleNetViT
 
 MODELS = {
     'parallel': dict(adapter=dict(type='ParallelAdapter', bottleneck=4), function_preserving=True,
@@ -107,6 +107,29 @@ def test_fsdp_units_keep_each_shared_tensor_in_one_unit():
     # the failure the policy avoids: a shared block in one unit, one of its positions in another
     with pytest.raises(ValueError, match='shared tensors must stay in one unit'):
         check_fsdp_units([[model.blocks[0], model.positions[0]], [model.positions[4], model.blocks[0]]])
+
+
+@pytest.mark.parametrize('growth', ['shared', 'copy'])
+def test_fsdp_units_cover_every_swin_stage(growth):
+    """The same units for each Swin stage (one grown stack per stage) as for the ViT trunk; the foil's copies are
+    a plain deep stack: one unit per position."""
+    model = ScaleNetSwin(dict(embed_dims=16, depths=(1, 2, 1, 1), num_heads=(1, 2, 2, 2), window_size=4),
+                         depths=(2, 4, 2, 2), img_size=32, growth=growth)
+    assert scalenet_backbones(torch.nn.Sequential(model)) == [model]
+    units = fsdp_units(model)
+    stored = [1, 2, 1, 1] if growth == 'shared' else [2, 4, 2, 2]
+    assert len(units) == sum(stored)
+    check_fsdp_units(units)
+    first = 0
+    for s, n in enumerate(stored):
+        stage = model.layers[s]
+        for j, unit in enumerate(units[first:first + n]):
+            assert unit[0] is stage.blocks[j]
+            assert [pos.index for pos in unit[1:]] == list(model.plans[s].positions_of(j))
+        first += n
+    covered = {id(p) for unit in units for m in unit for p in m.parameters()}
+    grown = [p for n, p in model.named_parameters() if '.blocks.' in n or '.positions.' in n]
+    assert grown and all(id(p) in covered for p in grown)
 
 
 def test_ddp_wrapper_defaults():

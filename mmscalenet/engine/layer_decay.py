@@ -74,7 +74,7 @@ def find_backbone(model: nn.Module) -> Tuple[str, Optional[nn.Module]]:
         model = model.module
     if isinstance(getattr(model, 'backbone', None), nn.Module):
         return 'backbone.', model.backbone
-    if hasattr(model, 'blocks') or hasattr(model, 'plans'):   # a bare ViT / ScaleNetSwin
+    if hasattr(model, 'blocks') or hasattr(model, 'growth_stacks'):   # a bare (grown) ViT / ScaleNetSwin
         return '', model
     return 'backbone.', None
 
@@ -87,12 +87,9 @@ def _stages(backbone: Optional[nn.Module]) -> List[Tuple[str, int, Tuple[int, ..
     ``ScaleNetSwin`` (``layers.{s}.``); empty when the backbone has neither."""
     if backbone is None:
         return []
-    plans = getattr(backbone, 'plans', None)
-    if plans is not None:   # ScaleNetSwin: one plan per stage
-        return [(f'layers.{s}.', plan.base_depth, tuple(plan.sources)) for s, plan in enumerate(plans)]
-    plan = getattr(backbone, 'plan', None)
-    if plan is not None:
-        return [('', plan.base_depth, tuple(plan.sources))]
+    stacks = getattr(backbone, 'growth_stacks', None)
+    if stacks is not None:   # a grown backbone: the ViT trunk is one stack, each Swin stage one
+        return [(prefix, plan.base_depth, tuple(plan.sources)) for prefix, plan, _ in stacks()]
     depth = len(getattr(backbone, 'blocks', []))   # a plain ViT with ``blocks.{i}``: the usual layer decay
     return [('', depth, tuple(range(depth)))] if depth else []
 
