@@ -1,7 +1,8 @@
 """Drawing classification results: an image with its top-k classes written on it (OpenMMLab glue).
 
-Used by ``ImageClassificationInferencer`` (``img_out_dir``) and by ``ScaleNetClsVisualizationHook``, which
-``tools/test.py --show-dir`` adds to classification configs.
+Used by ``ImageClassificationInferencer`` (``img_out_dir``), by ``ScaleNetClsVisualizationHook``, which
+``tools/test.py --show-dir`` adds to classification configs, and by ``ScaleNetClsVisualizer``, the classification
+configs' ``visualizer`` (what mmdet's ``browse_dataset.py`` draws with).
 """
 import os
 import os.path as osp
@@ -9,8 +10,9 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
-from mmdet.registry import HOOKS
+from mmdet.registry import HOOKS, VISUALIZERS
 from mmengine.hooks import Hook
+from mmengine.visualization import Visualizer
 
 
 def top_classes(scores: torch.Tensor, k: int, classes: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
@@ -26,7 +28,6 @@ def top_classes(scores: torch.Tensor, k: int, classes: Optional[Sequence[str]] =
 
 def draw_top_classes(image: np.ndarray, top: Sequence[Dict[str, Any]], min_side: int = 256) -> np.ndarray:
     """An RGB uint8 copy of ``image`` (enlarged to at least ``min_side``) with ``class: score`` lines drawn on it."""
-    from mmengine.visualization import Visualizer
     img = np.ascontiguousarray(image)
     scale = max(1, int(np.ceil(min_side / max(img.shape[:2]))))   # small images: enlarge so the text fits
     if scale > 1:
@@ -43,7 +44,7 @@ def draw_top_classes(image: np.ndarray, top: Sequence[Dict[str, Any]], min_side:
 class ScaleNetClsVisualizationHook(Hook):
     """Save every test image with its top-k classes into ``out_dir`` (relative paths: under the run's log dir).
 
-    The image is read from ``img_path`` when the sample has one, else taken from the model input (uint8).
+    The image is read from ``img_path`` when that is a file, else taken from the model input (uint8).
     """
 
     def __init__(self, out_dir: str = 'vis', topk: int = 5):
@@ -61,7 +62,7 @@ class ScaleNetClsVisualizationHook(Hook):
         inputs = (data_batch or {}).get('inputs', [])
         for i, sample in enumerate(outputs or []):
             path = sample.metainfo.get('img_path')
-            if path:
+            if path and osp.isfile(path):   # images held in memory have a name there, not a file
                 img = np.asarray(Image.open(path).convert('RGB'))
                 name = osp.splitext(osp.basename(path))[0]
             else:
@@ -69,3 +70,55 @@ class ScaleNetClsVisualizationHook(Hook):
                 name = f'{sample.metainfo.get("sample_idx", batch_idx * len(outputs) + i):06d}'
             drawn = draw_top_classes(img, top_classes(sample.pred_score, self.topk, self.classes))
             Image.fromarray(drawn).save(osp.join(self.out_dir, f'{name}.png'))
+
+
+@VISUALIZERS.register_module()
+class ScaleNetClsVisualizer(Visualizer):
+    """mmengine's ``Visualizer`` with mmdet's ``add_datasample`` signature for classification samples: the image
+    with its ground-truth class (``gt_label``) and, when the sample has scores, its top-k predicted classes.
+
+    Built from a config without a ``name`` (mmdet's ``browse_dataset.py`` builds ``cfg.visualizer`` directly,
+    where mmengine's ``Visualizer`` demands one), it takes ``'mmscalenet_cls_visualizer'``.
+    """
+
+    @classmethod
+    def get_instance(cls, name: str = 'mmscalenet_cls_visualizer', **kwargs: Any) -> 'ScaleNetClsVisualizer':
+        return super().get_instance(name, **kwargs)
+
+    def lines(self, data_sample: Any, draw_gt: bool = True, draw_pred: bool = True, topk: int = 5) -> List[str]:
+        """The text drawn for ``data_sample``: ``gt: <class>``, then ``<class>: <score>`` per predicted class."""
+        classes = (self.dataset_meta or {}).get('classes')
+        out = []
+        gt = getattr(data_sample, 'gt_label', None) if data_sample is not None else None
+        if draw_gt and gt is not None:
+            i = int(np.asarray(gt).reshape(-1)[0])
+            out.append(f'gt: {classes[i] if classes and 0 <= i < len(classes) else i}')
+        scores = getattr(data_sample, 'pred_score', None) if data_sample is not None else None
+        if draw_pred and scores is not None:
+            scores = torch.as_tensor(np.asarray(scores))
+            out += [f'{t["class"]}: {t["score"]:.3f}' for t in top_classes(scores, topk, classes)]
+        return out
+
+    def add_datasample(self, name: str, image: np.ndarray, data_sample: Any = None, draw_gt: bool = True,
+                       draw_pred: bool = True, show: bool = False, wait_time: float = 0, out_file: Optional[str] = None,
+                       step: int = 0, topk: int = 5, **kwargs: Any) -> None:
+        """Draw ``image`` (RGB) with :meth:`lines`; show it, write it to ``out_file``, or hand it to the vis
+        backends (``name``, ``step``) as mmdet's visualizers do."""
+        img = np.ascontiguousarray(image)
+        scale = max(1, int(np.ceil(256 / max(img.shape[:2]))))   # small images: enlarge so the text fits
+        if scale > 1:
+            img = np.kron(img, np.ones((scale, scale, 1), dtype=img.dtype))
+        self.set_image(img)
+        text = self.lines(data_sample, draw_gt, draw_pred, topk)
+        if text:
+            self.draw_texts('\n'.join(text), np.array([4, 4]), font_sizes=max(8, min(img.shape[:2]) // 20),
+                            colors='white', bboxes=dict(facecolor='black', alpha=0.6, pad=2, edgecolor='none'))
+        drawn = self.get_image()
+        if show:
+            self.show(drawn, win_name=name, wait_time=wait_time)
+        if out_file is not None:
+            from PIL import Image
+            os.makedirs(osp.dirname(osp.abspath(out_file)), exist_ok=True)
+            Image.fromarray(drawn).save(out_file)
+        else:
+            self.add_image(name, drawn, step)

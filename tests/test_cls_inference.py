@@ -115,3 +115,26 @@ def test_tools_test_dumps_classification_predictions(trained, tmp_path):
     assert len(records) == expected and {'pred_score', 'pred_label', 'gt_label'} <= set(records[0])
     assert records[0]['pred_score'].shape == (10,)
     assert len(list((tmp_path / 'drawn').iterdir())) == expected        # --show-dir: one drawn image each
+
+
+def test_classification_visualizer_writes_the_true_and_predicted_classes(mmdet_scope, tmp_path):
+    """The classification configs' visualizer (what mmdet's browse_dataset.py draws with): built without a name, it
+    writes the ground truth and the top-k classes by name; an image without a sample is drawn plain."""
+    from mmdet.registry import VISUALIZERS
+
+    from mmscalenet.datasets import ScaleNetClsDataSample
+    vis = VISUALIZERS.build(dict(type='ScaleNetClsVisualizer'))
+    vis.dataset_meta = dict(classes=('cat', 'dog', 'fox'))
+    sample = ScaleNetClsDataSample()
+    sample.gt_label = torch.tensor([1])
+    assert len(sample.gt_instances) == 0 and 'gt_instances' not in sample   # mmdet's tools read it; nothing stored
+    sample.pred_score = torch.tensor([0.1, 0.2, 0.7])
+    assert vis.lines(sample, topk=2) == ['gt: dog', 'fox: 0.700', 'dog: 0.200']
+    assert vis.lines(sample, draw_gt=False, topk=1) == ['fox: 0.700']
+    image = np.zeros((32, 32, 3), np.uint8)
+    vis.add_datasample('x', image, sample, out_file=str(tmp_path / 'x.png'))
+    vis.add_datasample('y', image, None, out_file=str(tmp_path / 'y.png'))
+    from PIL import Image
+    x, y = (np.asarray(Image.open(tmp_path / f'{n}.png')) for n in 'xy')
+    assert x.shape == y.shape == (256, 256, 3)
+    assert y.max() == 0 and x.max() > 0   # text only where a sample was given

@@ -125,7 +125,7 @@ gc.disable()
 def mmdet_tools_run(installed, tmp_path_factory):
     """mmdet's tools/train.py (one iteration) then tools/test.py --out on ``_base_ = 'mmscalenet::<COCO config>'``,
     shrunk by the options ``python -m mmscalenet.smoke`` prints (mmscalenet/smoke.py), on the pipeline test's tiny
-    COCO set: one process, both tools."""
+    COCO set, then analysis_tools/browse_dataset.py on a classification config: one process, the three tools."""
     import mmdet
     from mmengine.config import Config
     from test_pipeline import _coco_set
@@ -139,9 +139,13 @@ def mmdet_tools_run(installed, tmp_path_factory):
     train = (f'train.py user.py --work-dir run --cfg-options {small} train_cfg.max_iters=1 '
              'default_hooks.checkpoint.interval=1')
     test = f'test.py user.py run/iter_1.pth --work-dir test --out preds.pkl --cfg-options {small}'
+    # mmdet's dataset browser on a classification config (the ImageNet stage's runtime, digits data)
+    (cwd / 'user_cls.py').write_text("_base_ = 'mmscalenet::demo/digits_cls_base.py'\n")
+    browse = ('analysis_tools/browse_dataset.py user_cls.py --not-show --output-dir browse '
+              '--cfg-options train_dataloader.dataset.indices=3')
     tools = osp.join(osp.dirname(mmdet.__file__), '.mim', 'tools')
     env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH='')   # nothing of the checkout: the wheel's files only
-    proc = subprocess.run([sys.executable, '-c', _MMDET_TOOLS, str(installed[0]), tools, train, test], cwd=cwd,
+    proc = subprocess.run([sys.executable, '-c', _MMDET_TOOLS, str(installed[0]), tools, train, test, browse], cwd=cwd,
                           env=env, capture_output=True, text=True, timeout=600)
     return proc, cwd
 
@@ -160,6 +164,12 @@ def test_mmdet_own_tools_train_and_test_an_mmscalenet_base(mmdet_tools_run):
     meta = safe_load(str(cwd / 'run' / 'iter_1.pth'))['meta']
     assert len(meta['scalenet']['sources']) == 8 and meta['scalenet_prefix'] == 'backbone.'
     assert not (cwd / 'run' / '.mmscalenet.lock').exists()   # WorkDirLockHook held the work dir, then let it go
+    # browse_dataset.py drew each classification sample with its class (ScaleNetClsVisualizer)
+    assert 'DONE analysis_tools/browse_dataset.py' in proc.stdout
+    drawn = sorted(p.name for p in (cwd / 'browse').iterdir())
+    assert drawn == [f'ScaleNetDigits_train_{i:05d}.png' for i in range(3)]
+    from PIL import Image
+    assert Image.open(cwd / 'browse' / drawn[0]).size == (256, 256)   # 32 px digits enlarged for the text
     # a SafeCheckpointIOHook left open (as by a run that raised) is closed at exit, not during Python's teardown
     assert 'sys.meta_path is None' not in proc.stderr and 'Exception ignored' not in proc.stderr
 

@@ -47,8 +47,12 @@ class ClsDataset(BaseDataset):
         else:
             self._metainfo['classes'] = tuple(classes)
         self._metainfo['classes'] = tuple(self._metainfo['classes'])
-        return [{('img_path' if isinstance(item, str) else 'img'): item, 'gt_label': int(label)}
-                for item, label in samples]
+        # an image held in memory gets a name in ``img_path`` (not a file): what mmdet's dataset tools name their
+        # output by; LoadImagePIL takes ``img`` when it is there
+        prefix = '_'.join(filter(None, (type(self).__name__, str(getattr(self, 'split', '') or ''))))
+        return [dict(img_path=item, gt_label=int(label)) if isinstance(item, str) else
+                dict(img=item, img_path=f'{prefix}_{i:05d}.png', gt_label=int(label))
+                for i, (item, label) in enumerate(samples)]
 
     @property
     def classes(self) -> Tuple[str, ...]:
@@ -60,7 +64,7 @@ class ClsDataset(BaseDataset):
         out = []
         for i in range(len(self)):
             info = self.get_data_info(i)
-            out.append((info.get('img_path', info.get('img')), info['gt_label']))
+            out.append((info['img'] if 'img' in info else info['img_path'], info['gt_label']))
         return out
 
     def get_cat_ids(self, idx: int) -> List[int]:

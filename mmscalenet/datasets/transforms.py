@@ -1,7 +1,7 @@
 """Classification transforms and the repeated-augmentation sampler (registered in mmdet's registries).
 
 A sample flows ``dict(img_path=... | img=..., gt_label=int)`` -> ``LoadImagePIL`` -> ``TimmClsTransform`` ->
-``PackClsInputs`` -> ``dict(inputs=uint8 (3, H, W) tensor, data_samples=BaseDataElement(gt_label=...))``.
+``PackClsInputs`` -> ``dict(inputs=uint8 (3, H, W) tensor, data_samples=ScaleNetClsDataSample(gt_label=...))``.
 As in timm's GPU prefetcher path, images stay uint8 until the data preprocessor of ``ScaleNetClassifier``
 normalises them and applies random erasing and Mixup / CutMix on the batch.
 """
@@ -12,11 +12,11 @@ import torch
 from mmcv.transforms import BaseTransform
 from mmdet.registry import DATA_SAMPLERS, TRANSFORMS
 from mmengine.dist import get_dist_info
-from mmengine.structures import BaseDataElement
 from PIL import Image
 from timm.data import create_transform
 from timm.data.distributed_sampler import RepeatAugSampler
 
+from .cls_data_sample import ScaleNetClsDataSample
 from .errors import ImageReadError
 
 
@@ -108,7 +108,7 @@ def guard_posterize(transform: Any) -> Any:
 
 @TRANSFORMS.register_module()
 class PackClsInputs(BaseTransform):
-    """``results`` -> ``dict(inputs=(3, H, W) tensor, data_samples=BaseDataElement(gt_label=LongTensor[1]))``."""
+    """``results`` -> ``dict(inputs=(3, H, W) tensor, data_samples=ScaleNetClsDataSample(gt_label=LongTensor[1]))``."""
 
     meta_keys = ('img_path', 'sample_idx')
 
@@ -116,7 +116,7 @@ class PackClsInputs(BaseTransform):
         img = results['img']
         if isinstance(img, np.ndarray):
             img = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1) if img.ndim == 3 else img[None]))
-        sample = BaseDataElement(metainfo={k: results[k] for k in self.meta_keys if k in results})
+        sample = ScaleNetClsDataSample(metainfo={k: results[k] for k in self.meta_keys if k in results})
         if results.get('gt_label') is not None:
             sample.gt_label = torch.tensor([int(results['gt_label'])], dtype=torch.long)
         return dict(inputs=img, data_samples=sample)
