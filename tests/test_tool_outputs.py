@@ -140,3 +140,20 @@ def test_work_dir_lock_hook_for_runs_other_programs_start(tmp_path):
         assert not (tmp_path / 'other').exists()
     finally:
         own.release()
+
+
+def test_extract_backbone_checks_the_sizes_its_metadata_asks_for_before_allocating(files, tmp_path, capsys):
+    """A run checkpoint whose metadata asks for embed_dims=8192 (GBs for this arch) is refused in one line naming the
+    tensors that do not fit, before the backbone is built; nothing is written."""
+    import resource
+    obj = torch.load(str(files / 'run' / 'epoch_1.pth'), weights_only=False)
+    obj['meta']['scalenet']['arch']['embed_dims'] = 8192
+    run = tmp_path / 'run'
+    run.mkdir()
+    torch.save(obj, str(run / 'epoch_1.pth'))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    line = _refused('extract_backbone', [str(run / 'epoch_1.pth')], capsys)
+    grew_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert 'refused before allocating' in line and 'ScaleNetViT, depth 6' in line and '--config' in line, line
+    assert grew_mib < 256, grew_mib                 # the 8192-wide model would take gigabytes
+    assert not (run / 'backbone.pth').exists()

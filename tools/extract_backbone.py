@@ -95,6 +95,7 @@ def main(argv=None):
 
     import mmscalenet  # noqa: F401  (registers mmscalenet)
     from mmscalenet.checkpoint import CheckpointError, backbone_state_dict, safe_load, save_scalenet, timm_head
+    from mmscalenet.checkpoint.crosscheck import fit_before_build
     from mmscalenet.expansion import count_parameters, format_parameter_table
 
     from mmscalenet.tools_common import ToolError, check_destination
@@ -117,17 +118,18 @@ def main(argv=None):
         state = {k[len('module.'):]: v for k, v in obj['ema_state_dict'].items() if k.startswith('module.')}
     if not any(k.startswith('backbone.') for k in state):
         raise SystemExit(f'{src} has no backbone.* tensors: not a ScaleNetClassifier checkpoint')
-    try:
-        cls, kwargs = backbone_kwargs(obj, args.config)
+    cls, kwargs = backbone_kwargs(obj, args.config)
+    bb_state, head = backbone_state_dict({k: v for k, v in state.items() if isinstance(v, torch.Tensor)},
+                                         cls.family)
+    try:   # the sizes the metadata (or --config) asks for, against the file's tensors, before any memory is taken
+        fit_before_build(kwargs, bb_state, src, cls=cls)
         model = cls(**kwargs)
+    except CheckpointError as err:
+        hint = '' if args.config else '. Pass the run\'s config with --config'
+        raise SystemExit(f'error: {err}{hint}')
     except (TypeError, ValueError) as err:
         raise SystemExit(f'cannot build the backbone of {src}: {err}')
-    bb_state, head = backbone_state_dict({k: v for k, v in state.items() if isinstance(v, torch.Tensor)},
-                                         model.family)
-    missing, unexpected = model.load_state_dict(bb_state, strict=False)
-    if missing or unexpected:
-        raise SystemExit(f'{src} does not match the run config\'s backbone: {len(missing)} missing '
-                         f'({", ".join(missing[:4])}), {len(unexpected)} unexpected ({", ".join(unexpected[:4])})')
+    model.load_state_dict(bb_state, strict=True)   # the same keys and shapes: fit_before_build checked them
     head = {} if args.no_head else timm_head(head, model.num_features[-1] if isinstance(model.num_features, tuple)
                                              else model.num_features)
     os.makedirs(osp.dirname(osp.abspath(dst)), exist_ok=True)

@@ -11,8 +11,8 @@ the model built from the lie just ignored the tensors it did not use. Two checks
   digest fields), stored as ``meta_sha256`` by writers that call :func:`meta_digest`; a plan that was swapped
   (same tensors, same length) is found only this way. Files without it load as before.
 
-:func:`fit_before_build` does the tensor part for any ``ScaleNetViT`` arguments (a run checkpoint's metadata, a
-config), so a tool can refuse a file before it allocates the model it describes.
+:func:`fit_before_build` does the tensor part for any backbone arguments of either family (a run checkpoint's
+metadata, a config), so a tool can refuse a file before it allocates the model it describes.
 """
 from __future__ import annotations
 
@@ -83,18 +83,22 @@ def crosscheck_meta(meta: Mapping[str, Any], state: Mapping[str, torch.Tensor], 
     _compare(model.state_dict(), state, name, _described(model))
 
 
-def fit_before_build(kwargs: Mapping[str, Any], state: Mapping[str, torch.Tensor], name: str = '<checkpoint>'):
-    """Build ``ScaleNetViT(**kwargs)`` on the ``meta`` device and refuse ``state`` unless it has exactly that
-    model's tensors and shapes: the sizes a file or config asks for are checked before any memory is taken."""
-    from ..models.vit import ScaleNetViT
+def fit_before_build(kwargs: Mapping[str, Any], state: Mapping[str, torch.Tensor], name: str = '<checkpoint>',
+                     cls: Any = None):
+    """Build ``cls(**kwargs)`` (default ``ScaleNetViT``; ``ScaleNetSwin`` alike) on the ``meta`` device and refuse
+    ``state`` unless it has exactly that model's tensors and shapes: the sizes a file or config asks for are
+    checked before any memory is taken."""
+    if cls is None:
+        from ..models.vit import ScaleNetViT as cls
     try:
         with torch.device('meta'):
-            expected = ScaleNetViT(**dict(kwargs, init_cfg=None)).state_dict()
+            expected = cls(**dict(kwargs, init_cfg=None)).state_dict()
     except (TypeError, ValueError, KeyError) as err:
         raise CheckpointError(f'{name}: cannot build the backbone it describes: {err}') from None
     adapter = kwargs.get('adapter')
     kind = adapter.get('type') if isinstance(adapter, Mapping) else None
-    _compare(expected, state, name, f'depth {kwargs.get("depth", "?")}, adapter={kind}')
+    depth = kwargs.get('depths', kwargs.get('depth', '?'))
+    _compare(expected, state, name, f'{cls.__name__}, depth {depth}, adapter={kind}')
 
 
 def meta_digest(meta: Mapping[str, Any]) -> str:
