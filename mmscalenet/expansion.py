@@ -310,13 +310,14 @@ def count_parameters(model: torch.nn.Module, base_depth: Optional[int] = None,
     """Parameter accounting for a ScaleNet module (or any module).
 
     ``unique``: each tensor counted once (what the optimizer and the checkpoint hold). ``shared``: tensors under
-    ``blocks.*`` (used by one or more positions). ``per_position``: tensors under ``positions.*``. ``other``:
+    ``blocks.*`` (the layers' weights, each run by one or more positions; ``shared_by_several``: those run by two or
+    more, 0 for the progressive foil's copies). ``per_position``: tensors under ``positions.*``. ``other``:
     embeddings, final norm, head. ``untied``: what an ordinary ViT of the same depth would hold, i.e. every
     shared block counted once per position that uses it (the plans' layer usage, from ``model.growth_stacks()``
     when it has one).
     """
     seen = set()
-    counts = {'unique': 0, 'shared': 0, 'per_position': 0, 'other': 0}
+    counts = {'unique': 0, 'shared': 0, 'shared_by_several': 0, 'per_position': 0, 'other': 0}
     usage: Dict[Tuple[str, int], int] = {}   # (stack prefix, base layer) -> positions running it
     stacks = model.growth_stacks() if hasattr(model, 'growth_stacks') else []
     for prefix, plan, _ in stacks:
@@ -331,8 +332,10 @@ def count_parameters(model: torch.nn.Module, base_depth: Optional[int] = None,
         counts['unique'] += n
         m = re.search(r'(?:^|\.)((?:layers\.\d+\.)?)blocks\.(\d+)\.', name)
         if m:
+            uses = usage.get((m.group(1), int(m.group(2))), 1)
             counts['shared'] += n
-            untied += n * usage.get((m.group(1), int(m.group(2))), 1)
+            counts['shared_by_several'] += n if uses > 1 else 0
+            untied += n * uses
         elif re.search(r'(?:^|\.)positions\.\d+\.', name):
             counts['per_position'] += n
             untied += n
@@ -346,9 +349,10 @@ def count_parameters(model: torch.nn.Module, base_depth: Optional[int] = None,
 def format_parameter_table(counts: Mapping[str, int], reference: Optional[int] = None) -> str:
     """Markdown table of ``count_parameters`` output (optionally relative to a reference count)."""
     rows = ['| parameters | count | M |', '| --- | ---: | ---: |']
-    for key in ('unique', 'shared', 'per_position', 'other', 'untied'):
+    labels = {'shared': 'blocks (layer weights)', 'shared_by_several': 'of which shared by several positions'}
+    for key in ('unique', 'shared', 'shared_by_several', 'per_position', 'other', 'untied'):
         if key in counts:
-            rows.append(f'| {key} | {counts[key]:,} | {counts[key] / 1e6:.2f} |')
+            rows.append(f'| {labels.get(key, key)} | {counts[key]:,} | {counts[key] / 1e6:.2f} |')
     if reference:
         rows.append(f'| unique / base model | {counts["unique"] / reference:.3f}x | |')
     return '\n'.join(rows)

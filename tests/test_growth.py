@@ -89,6 +89,11 @@ def test_copies_hold_about_twice_the_parameters_of_scalenet_at_2x():
     assert ratio >= 1.8, ratio
     # a Swin-T grown to Swin-S depth: the copies are a Swin-S; the shared model stays near a Swin-T
     assert count_parameters(swin_copy)['unique'] >= 1.5 * count_parameters(swin_shared)['unique']
+    # the copies' layer weights are each run by one position: none is shared by several (the table says so)
+    assert count_parameters(copy)['shared_by_several'] == count_parameters(swin_copy)['shared_by_several'] == 0
+    assert count_parameters(shared)['shared_by_several'] == count_parameters(shared)['shared'] > 0
+    swin = count_parameters(swin_shared)   # stages 0, 1, 3 keep their depth: their blocks run once
+    assert 0 < swin['shared_by_several'] < swin['shared']
 
 
 def test_after_one_step_copies_of_one_layer_differ_and_shared_positions_stay_one_tensor(pretrained):
