@@ -155,6 +155,12 @@ def test_a_copy_checkpoint_round_trips_and_exports_to_timm(pretrained, tmp_path)
     timm_model.load_state_dict(untied_state_dict(model), strict=True)
     x = torch.randn(2, 3, 32, 32)
     torch.testing.assert_close(_pre_logits(timm_model, x), model(x)[0], rtol=1e-5, atol=1e-5)
+    # a trained copy model loads at its own depth only: another depth would leave layers newly initialised
+    for other_plan in (False, True):
+        with pytest.raises(CheckpointError, match=r'load only at the depth they were saved at\. Build it with '
+                                                  r'--cfg-options model.backbone.depth=8$'):
+            ScaleNetViT(arch=TINY_ARCH, depth=12, growth='copy', img_size=32, patch_size=8).load_pretrained(
+                str(tmp_path / 'copy.pth'), allow_other_plan=other_plan)
 
 
 def test_layer_decay_of_the_copies_is_that_of_a_plain_vit_of_the_grown_depth(pretrained):
@@ -202,3 +208,6 @@ def test_swin_copy_checkpoint_round_trips_and_mismatch_is_refused(swin_base_stat
         assert torch.equal(a, b)
     with pytest.raises(CheckpointError, match='model.backbone.growth=copy'):
         _swin('shared').load_pretrained(str(tmp_path / 'swin_copy.pth'))
+    deeper = tuple(d + (s == 2) for s, d in enumerate(SWIN_DEPTHS))
+    with pytest.raises(CheckpointError, match='load only at the depth they were saved at.*model.backbone.depths='):
+        _swin('copy', depths=deeper).load_pretrained(str(tmp_path / 'swin_copy.pth'))

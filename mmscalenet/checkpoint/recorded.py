@@ -103,6 +103,15 @@ def check_recorded_config(model, meta: Optional[Mapping[str, Any]], name: str = 
     saved_growth = getattr(saved, 'growth', 'shared')
     plain = sources is not None and _is_plain(sources, adapter, gates)
     _check_growth(model, saved_growth, plain, adapter, name)
+    own_sources = stack_sources(model)
+    if _copies(saved_growth) and _copies(model.growth) and sources is not None and \
+            [len(s) for s in sources] != [len(s) for s in own_sources]:
+        # a trained copy model is a plain deep model of its grown depth: it loads at that depth only (its copies
+        # have no base layer to follow to another plan, allow_other_plan or not)
+        raise CheckpointError(
+            f'{name} holds a progressive (growth={saved_growth!r}) backbone of {_plans_text(sources)}, the model '
+            f'has {_plans_text(own_sources)}: its layer copies load only at the depth they were saved at. Build '
+            f'it with --cfg-options model.backbone.{depth_key}={_option_value(depth_value)}')
     if plain:
         return
     fixes: List[str] = []
@@ -122,7 +131,6 @@ def check_recorded_config(model, meta: Optional[Mapping[str, Any]], name: str = 
     if (saved is not None or 'function_preserving' in meta) and bool(gates) != bool(model.function_preserving):
         what.append(f'function_preserving={bool(gates)} (model: {model.function_preserving})')
         fixes.append(f'model.backbone.function_preserving={bool(gates)}')
-    own_sources = stack_sources(model)
     other_plan = sources is not None and not allow_other_plan and \
         tuple(tuple(s) for s in sources) != tuple(own_sources)
     if other_plan:
