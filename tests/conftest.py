@@ -10,6 +10,23 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+
+
+def tool_main(name):
+    """``main`` of ``tools/<name>.py``, loaded in this process (each call a fresh module; ``tools/`` is on the path
+    while it loads, for the tools that import a sibling)."""
+    import importlib.util
+    tools = os.path.join(ROOT, 'tools')
+    spec = importlib.util.spec_from_file_location(f'mmscalenet_tool_{name}', os.path.join(tools, f'{name}.py'))
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, tools)
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(tools)
+    return module.main
+
+
 # A 4-layer ViT small enough for CPU tests in milliseconds.
 TINY_ARCH = dict(embed_dims=64, num_layers=4, num_heads=4, mlp_ratio=2.0)
 

@@ -3,13 +3,12 @@ tools/infer.py on a classification config, and tools/test.py --out in a classifi
 import json
 import os.path as osp
 import pickle
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import ROOT, tool_main
 
 pytest.importorskip('mmdet')
 
@@ -79,21 +78,11 @@ def test_inferencer_top_k_names_json_and_drawings(trained, tmp_path):
         inferencer(str(tmp_path / 'missing.png'))
 
 
-def _tool(name):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(f'mmscalenet_tool_{name}', f'{ROOT}/tools/{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, f'{ROOT}/tools')
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(f'{ROOT}/tools')
-    return module.main
 
 
 def test_tools_infer_on_a_classification_config(trained, tmp_path, capsys):
     out = tmp_path / 'p.json'
-    infer = _tool('infer')
+    infer = tool_main('infer')
     assert infer([CONFIG, str(trained['ckpt']), str(trained['images']), '--topk', '2', '--out', str(out),
                   '--show-dir', str(tmp_path / 'drawn')]) == 0
     assert 'b_green.png: seven' in capsys.readouterr().out
@@ -105,7 +94,7 @@ def test_tools_infer_on_a_classification_config(trained, tmp_path, capsys):
 
 def test_tools_test_dumps_classification_predictions(trained, tmp_path):
     out = tmp_path / 'preds.pkl'
-    assert _tool('test')([CONFIG, str(trained['ckpt']), '--work-dir', str(tmp_path / 'w'), '--out', str(out),
+    assert tool_main('test')([CONFIG, str(trained['ckpt']), '--work-dir', str(tmp_path / 'w'), '--out', str(out),
                           '--show-dir', str(tmp_path / 'drawn'),
                           '--cfg-options', 'test_dataloader.dataset.val_fraction=0.02']) == 0
     with open(out, 'rb') as f:

@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 
-from conftest import ROOT, TINY_ARCH
+from conftest import ROOT, TINY_ARCH, tool_main
 from mmscalenet.checkpoint import (CheckpointError, family_of, load_backbone, load_scalenet, position_correspondence,
                                    read_checkpoint, read_record, save_scalenet, scalenet_meta, timm_kwargs,
                                    untied_state_dict)
@@ -186,16 +186,10 @@ def test_a_plain_start_is_grown_at_load_and_logged_as_a_warning(family, monkeypa
 
 
 # ---- the tools pick the family from what they are given, or say what they found --------------------------------
-def _tool(name):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(f'mmscalenet_{name}_tool_f', os.path.join(ROOT, 'tools', f'{name}.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
 
 
 def test_tools_name_the_family_they_cannot_use(tmp_path, capsys):
-    export, expand = _tool('export'), _tool('expand')
+    export, expand = tool_main('export'), tool_main('expand')
     model = _build('vit')
     state = {k: v.clone() for k, v in model.state_dict().items()}
     unknown = tmp_path / 'unknown.pth'

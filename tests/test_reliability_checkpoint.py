@@ -2,24 +2,18 @@
 
 Every malformed file must give one ``CheckpointError`` naming the file (and the field), before a model is built.
 """
-import importlib.util
 import json
 import os
 
 import pytest
 import torch
 
-from conftest import ROOT, TINY_ARCH
+from conftest import ROOT, TINY_ARCH, tool_main
 from mmscalenet.checkpoint import (CheckpointError, load_into_backbone, load_scalenet, read_checkpoint,
                                    save_safetensors, save_scalenet, scalenet_meta, tensor_digest)
 from mmscalenet.models import ScaleNetViT
 
 
-def _tool(name):
-    spec = importlib.util.spec_from_file_location(f'rel_tool_{name}', f'{ROOT}/tools/{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
 
 
 def _tiny(**kw):
@@ -77,7 +71,7 @@ def test_expand_and_export_refuse_nan_and_export_check_fails_on_nan(tmp_path, ca
     state, meta = _parts(_tiny())
     state['blocks.0.attn.qkv.weight'][3, 3] = float('nan')
     src = _write(tmp_path / 'nan.pth', state, meta)
-    expand, export = _tool('expand'), _tool('export')
+    expand, export = tool_main('expand'), tool_main('export')
     with pytest.raises(SystemExit) as err:
         expand([src, str(tmp_path / 'grown.pth'), '--arch', 'deit-tiny', '--depth', '24'])
     assert 'blocks.0.attn.qkv.weight' in str(err.value) and 'NaN' in str(err.value)
@@ -96,7 +90,7 @@ def test_export_refuses_to_write_nonfinite_tensors(tmp_path, capsys):
         model.positions[0].lora['qkv'].lora_B.fill_(1e20)
     src = str(tmp_path / 'overflow.pth')
     save_scalenet(model, src)
-    export = _tool('export')
+    export = tool_main('export')
     assert export([src, str(tmp_path / 'o.pth'), '--skip-check']) == 1
     err = capsys.readouterr().err
     assert 'o.pth' in err and 'blocks.0.attn.qkv.weight' in err and 'NaN or infinite' in err
@@ -160,7 +154,7 @@ def test_malformed_metadata_gives_one_line_naming_file_and_field(tmp_path, kind,
         load_scalenet(path)
     text = str(err.value)
     assert path in text and field in text and '\n' not in text, text
-    assert _tool('export')([path, str(tmp_path / 'o.pth')]) == 1      # the tool: one line, exit 1
+    assert tool_main('export')([path, str(tmp_path / 'o.pth')]) == 1      # the tool: one line, exit 1
     out = capsys.readouterr().err.strip()
     assert out.startswith('error: ') and path in out and '\n' not in out, out
 
@@ -243,7 +237,7 @@ def test_0_dim_gates_load_into_1_element_gates(tmp_path):
         for key in gates:
             assert torch.equal(loaded.state_dict()[key], state[key]), key
             assert torch.equal(fresh.state_dict()[key], state[key]), key
-    assert _tool('export')([path, str(tmp_path / 'timm.pth')]) == 0
+    assert tool_main('export')([path, str(tmp_path / 'timm.pth')]) == 0
 
 
 # ---- output paths ----------------------------------------------------------------------------------------------
@@ -259,7 +253,7 @@ def test_unwritable_outputs_refused_before_work(tmp_path, tool, capsys):
              '/proc/mmscalenet-test/out.pth': 'cannot write'}
     for dst, expected in cases.items():
         try:
-            code = _tool(tool)([src, dst, *extra])
+            code = tool_main(tool)([src, dst, *extra])
             text = capsys.readouterr().err
         except SystemExit as err:
             code, text = 1, str(err.code)
@@ -275,7 +269,7 @@ def test_write_error_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, capsy
         f.write(b'partial')
         raise OSError(28, 'No space left on device')
     monkeypatch.setattr(torch, 'save', full_disk)
-    assert _tool('export')([src, str(tmp_path / 'o.pth'), '--format', 'scalenet']) == 1
+    assert tool_main('export')([src, str(tmp_path / 'o.pth'), '--format', 'scalenet']) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith('error: writing') and 'No space left on device' in err and '\n' not in err
     assert sorted(os.listdir(tmp_path)) == ['src.pth']

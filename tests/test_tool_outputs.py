@@ -1,26 +1,20 @@
 """Output files of export.py, expand.py and extract_backbone.py (issue 25, item 7), as test.py / infer.py treat
 theirs: never an input (``export X X``), never through a symbolic link, an existing file only with --force; each
 refusal one line, before any work, nothing changed. And the work-dir lock for runs that other programs start."""
-import importlib.util
 import os
 
 import pytest
 import torch
 
-from conftest import ROOT, TINY_ARCH
+from conftest import TINY_ARCH, tool_main
 
 
-def _tool(name):
-    spec = importlib.util.spec_from_file_location(f'mmscalenet_outputs_{name}', f'{ROOT}/tools/{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
 
 
 def _refused(tool, argv, capsys):
     """(status, the one stderr line) of an in-process tool run that refuses: export returns, the others exit."""
     try:
-        code = _tool(tool)(argv)
+        code = tool_main(tool)(argv)
         text = capsys.readouterr().err.strip()
     except SystemExit as err:
         code, text = 1, str(err.code).strip()
@@ -81,21 +75,21 @@ def test_existing_outputs_need_force(files, tmp_path, capsys):
     arch = '{"embed_dims": 64, "num_layers": 4, "num_heads": 4, "mlp_ratio": 2.0}'
     assert f'output {dst} exists' in _refused('expand', [str(src), str(dst), '--arch', arch, '--depth', '8'], capsys)
     assert dst.read_bytes() == b'mine'
-    assert _tool('export')([str(src), str(dst), '--format', 'scalenet', '--force']) == 0
+    assert tool_main('export')([str(src), str(dst), '--format', 'scalenet', '--force']) == 0
     from mmscalenet.checkpoint import load_scalenet
     assert load_scalenet(str(dst))[0].plan.depth == 6
 
 
 def test_extract_backbone_keeps_an_earlier_extraction_unless_forced(files, capsys):
     run = files / 'run'
-    _tool('extract_backbone')([str(run)])
+    tool_main('extract_backbone')([str(run)])
     out = run / 'backbone.pth'
     first = out.read_bytes()
     line = _refused('extract_backbone', [str(run)], capsys)
     assert line == f'error: output {out} exists; pass --force to overwrite it'
     assert 'is the input' in _refused('extract_backbone', [str(run / 'epoch_1.pth'), str(run / 'epoch_1.pth')],
                                       capsys)
-    _tool('extract_backbone')([str(run), '--force'])
+    tool_main('extract_backbone')([str(run), '--force'])
     assert out.is_file() and len(out.read_bytes()) == len(first)
 
 
