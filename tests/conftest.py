@@ -27,6 +27,16 @@ def tool_main(name):
     return module.main
 
 
+def randomised(model, std=0.1, seed=0):
+    """Every tensor of ``model`` random (zero-initialised adapters, LoRA factors and gates too), so that a wrong
+    graph or a lost tensor changes the output; returns it in eval mode."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * std)
+    return model.eval()
+
+
 # A 4-layer ViT small enough for CPU tests in milliseconds.
 TINY_ARCH = dict(embed_dims=64, num_layers=4, num_heads=4, mlp_ratio=2.0)
 

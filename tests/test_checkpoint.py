@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from conftest import ROOT, TINY_ARCH
+from conftest import ROOT, TINY_ARCH, randomised
 from mmscalenet.checkpoint import (CheckpointError, atomic_save, load_scalenet, position_correspondence,
                                    safe_load, safe_mmengine_io, save_scalenet, split_checkpoint)
 from mmscalenet.models import ScaleNetViT
@@ -28,15 +28,6 @@ def _tiny(**kw):
     return ScaleNetViT(TINY_ARCH, **kw)
 
 
-def _randomise(model, seed=0):
-    """Give every tensor (zero-initialised adapters and gates included) distinct random values."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.1)
-    return model.eval()
-
-
 def _same_tensors(a, b):
     sa, sb = a.state_dict(), b.state_dict()
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
@@ -46,7 +37,7 @@ def _same_tensors(a, b):
 @pytest.mark.parametrize('suffix', ['.pth', '.safetensors'])
 @pytest.mark.parametrize('name', sorted(CONFIGS))
 def test_round_trip_is_bit_exact(tmp_path, name, suffix):
-    model = _randomise(_tiny(**CONFIGS[name]))
+    model = randomised(_tiny(**CONFIGS[name]))
     path = tmp_path / f'model{suffix}'
     head = {'weight': torch.randn(3, 64), 'bias': torch.randn(3)}
     save_scalenet(model, str(path), head=head)
@@ -98,7 +89,7 @@ def test_position_correspondence_follows_base_layers():
 @pytest.mark.parametrize('suffix', ['.pth', '.safetensors'])
 def test_grown_checkpoint_continues_at_a_larger_depth(tmp_path, suffix):
     """A function-preserving model saved at D=6 and reloaded at D=8 computes the same function, then trains."""
-    model = _randomise(_tiny(depth=6, adapter=dict(type='ParallelAdapter', bottleneck=4), function_preserving=True,
+    model = randomised(_tiny(depth=6, adapter=dict(type='ParallelAdapter', bottleneck=4), function_preserving=True,
                              unshared=('norm',)))
     path = str(tmp_path / f'd6{suffix}')
     save_scalenet(model, path)
@@ -131,7 +122,7 @@ def test_grown_checkpoint_continues_at_a_larger_depth(tmp_path, suffix):
 
 
 def test_checkpoint_at_another_depth_can_shrink_within_the_base():
-    model = _randomise(_tiny(depth=8, adapter=dict(type='LoRA', rank=2)))
+    model = randomised(_tiny(depth=8, adapter=dict(type='LoRA', rank=2)))
     state = {'state_dict': model.state_dict(), 'meta': {'scalenet': {'sources': list(model.plan.sources),
                                                                       'base_depth': 4}}}
     shallow = _tiny(depth=5, adapter=dict(type='LoRA', rank=2))
@@ -343,7 +334,7 @@ def test_another_plan_or_adapter_is_refused_with_the_matching_options(tmp_path):
 
 def test_a_plain_model_in_the_scalenet_format_is_grown_like_a_timm_checkpoint(tmp_path):
     """The demo's "pretrained" depth-L model, saved with save_scalenet, is the start of a grown model."""
-    base = _randomise(_tiny(adapter=None))
+    base = randomised(_tiny(adapter=None))
     save_scalenet(base, str(tmp_path / 'base.pth'))
     grown = _tiny(depth=8, adapter=dict(type='ParallelAdapter', bottleneck=4))
     report = grown.load_pretrained(str(tmp_path / 'base.pth'))

@@ -1,9 +1,11 @@
 """ONNX and torch.export deployment (mmscalenet/deploy.py): checked against PyTorch, shared tensors stored once."""
+import functools
 import os
 
 import pytest
 import torch
 
+from conftest import randomised, tool_main
 from mmscalenet import deploy
 from mmscalenet.deploy import DeployError, export_model
 from mmscalenet.expansion import count_parameters
@@ -16,13 +18,8 @@ ARCH = dict(embed_dims=32, num_layers=2, num_heads=2)
 SWIN_ARCH = dict(embed_dims=16, depths=(2, 2), num_heads=(1, 2), window_size=4)
 
 
-def _randomised(model, std=0.05, seed=0):
-    """Every tensor random (zero-initialised adapters and gates too), so a wrong graph changes the output."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * std)
-    return model.eval()
+# every tensor random (std 0.05), so a wrong graph changes the output
+_randomised = functools.partial(randomised, std=0.05)
 
 
 def _onnx_outputs(path, x):
@@ -121,26 +118,21 @@ def test_a_file_fixed_to_its_size_at_another_size_is_what_the_refusal_prevents(t
 
 def test_export_tool_writes_a_checked_onnx_file_with_the_head_and_refuses_dynamic_hw(tmp_path, capsys):
     """tools/export.py --format onnx on a ScaleNet checkpoint with a head: logits out, checked, one line on refusal."""
-    import importlib.util
-
-    from conftest import ROOT
     from mmscalenet.checkpoint import save_scalenet
     model = _randomised(ScaleNetViT(ARCH, depth=4, img_size=32, patch_size=8))
     head = {'weight': torch.randn(5, 32), 'bias': torch.randn(5)}
     src = str(tmp_path / 'grown.pth')
     save_scalenet(model, src, head=head)
-    spec = importlib.util.spec_from_file_location('export_tool', os.path.join(ROOT, 'tools', 'export.py'))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    export = tool_main('export')
     dst = str(tmp_path / 'grown.onnx')
-    assert tool.main([src, dst, '--format', 'onnx']) == 0
+    assert export([src, dst, '--format', 'onnx']) == 0
     out = capsys.readouterr().out
     assert 'wrote' in out and '(logits)' in out and 'onnxruntime output == PyTorch output' in out
     x = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
         expected = torch.nn.functional.linear(model(x)[0], head['weight'], head['bias'])
     torch.testing.assert_close(torch.from_numpy(_onnx_outputs(dst, x)[0]), expected, rtol=1e-4, atol=1e-4)
-    assert tool.main([src, str(tmp_path / 'dyn.onnx'), '--format', 'onnx', '--dynamic-hw']) == 1
+    assert export([src, str(tmp_path / 'dyn.onnx'), '--format', 'onnx', '--dynamic-hw']) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and 'dynamic height/width cannot be exported' in err[0]
     assert not os.path.exists(tmp_path / 'dyn.onnx')

@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 
-from conftest import ROOT, TINY_ARCH, tool_main
+from conftest import ROOT, TINY_ARCH, randomised, tool_main
 from mmscalenet.checkpoint import (CheckpointError, family_of, load_backbone, load_scalenet, position_correspondence,
                                    read_checkpoint, read_record, save_scalenet, scalenet_meta, timm_kwargs,
                                    untied_state_dict)
@@ -28,14 +28,6 @@ def _build(family, plans='grown', **kw):
     return cls(**{**base, **(grown if plans == 'grown' else other if plans == 'other' else {}), **kw})
 
 
-def _randomise(model, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.1)
-    return model.eval()
-
-
 def _x():
     return torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
 
@@ -47,7 +39,7 @@ def _width(model):
 @pytest.mark.parametrize('suffix', ['.pth', '.safetensors'])
 @pytest.mark.parametrize('family', FAMILIES)
 def test_save_load_round_trip(tmp_path, family, suffix):
-    model = _randomise(_build(family, adapter=dict(type='ParallelAdapter', bottleneck=4), function_preserving=True))
+    model = randomised(_build(family, adapter=dict(type='ParallelAdapter', bottleneck=4), function_preserving=True))
     head = {'weight': torch.randn(3, _width(model)), 'bias': torch.randn(3)}
     path = str(tmp_path / f'm{suffix}')
     save_scalenet(model, path, head=head)
@@ -66,7 +58,7 @@ def test_save_load_round_trip(tmp_path, family, suffix):
 def test_continue_at_other_plans(tmp_path, family):
     """Shared tensors load as they are; each position takes the per-position tensors of its counterpart (same
     base layer, same rank among that layer's positions); the refusal without allow_other_plan names the fix."""
-    model = _randomise(_build(family, adapter=dict(type='ParallelAdapter', bottleneck=4)))
+    model = randomised(_build(family, adapter=dict(type='ParallelAdapter', bottleneck=4)))
     path = str(tmp_path / 'm.pth')
     save_scalenet(model, path)
     deeper = _build(family, 'other', adapter=dict(type='ParallelAdapter', bottleneck=4))
@@ -92,7 +84,7 @@ def test_continue_at_other_plans(tmp_path, family):
 def test_untied_export_computes_what_timm_computes(family):
     """LoRA merged, gates folded, every position its own block: timm's own model (strict load) computes the
     grown backbone's features and logits."""
-    model = _randomise(_build(family, adapter=dict(type='LoRA', rank=2), function_preserving=True))
+    model = randomised(_build(family, adapter=dict(type='LoRA', rank=2), function_preserving=True))
     head = {'weight': torch.randn(5, _width(model)), 'bias': torch.randn(5)}
     if family == 'vit':
         from timm.models.vision_transformer import VisionTransformer as Timm
@@ -111,7 +103,7 @@ def test_untied_export_computes_what_timm_computes(family):
 
 @pytest.mark.parametrize('family', FAMILIES)
 def test_other_backbone_refused_in_one_line_with_the_fix(tmp_path, family):
-    model = _randomise(_build(family, adapter=dict(type='ParallelAdapter', bottleneck=4), function_preserving=True))
+    model = randomised(_build(family, adapter=dict(type='ParallelAdapter', bottleneck=4), function_preserving=True))
     path = str(tmp_path / 'm.pth')
     save_scalenet(model, path)
     other = _build(family, adapter=dict(type='ParallelAdapter', bottleneck=2))
@@ -179,7 +171,7 @@ def test_a_plain_start_is_grown_at_load_and_logged_as_a_warning(family, monkeypa
     import mmscalenet.checkpoint.load as load_module
     records = []
     monkeypatch.setattr(load_module, 'log', lambda msg, level=logging.INFO: records.append((level, msg)))
-    plain = dict(_randomise(_build(family, plans='base', adapter=None, unshared=())).state_dict())   # timm's layout
+    plain = dict(randomised(_build(family, plans='base', adapter=None, unshared=())).state_dict())   # timm's layout
     report = load_backbone(_build(family), plain)
     assert report['layout'] == 'timm' and report['loaded']
     assert any(level == logging.WARNING and 'checkpoint, grown at load to' in msg for level, msg in records)

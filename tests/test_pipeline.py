@@ -39,7 +39,8 @@ COCO_WORK = 'work_dirs/vitdet_mask-rcnn_scalenet-deit-s-24_lsj-100e_coco'
 TINY_BACKBONE = ['model.backbone.arch._delete_=True', 'model.backbone.arch.embed_dims=32',
                  'model.backbone.arch.num_layers=2', 'model.backbone.arch.num_heads=2',
                  'model.backbone.arch.mlp_ratio=2.0', 'model.backbone.depth=4']
-IMAGENET_OPTIONS = TINY_BACKBONE + [
+# Everything but the backbone that shrinks an ImageNet-stage config (both families: test_pipeline_swin.py too)
+IMAGENET_SHRINK = [
     'model.num_classes=2', 'model.backbone.img_size=32',
     'train_dataloader.dataset.pipeline.1.input_size=32', 'val_dataloader.dataset.pipeline.1.input_size=32',
     'test_dataloader.dataset.pipeline.1.input_size=32',
@@ -49,6 +50,7 @@ IMAGENET_OPTIONS = TINY_BACKBONE + [
     'test_dataloader.persistent_workers=False',
     'val_evaluator.topk=(1,)', 'test_evaluator.topk=(1,)',
     'optim_wrapper.type=OptimWrapper', 'train_cfg.max_epochs=1', 'default_hooks.logger.interval=1']
+IMAGENET_OPTIONS = TINY_BACKBONE + IMAGENET_SHRINK
 COCO_OPTIONS = TINY_BACKBONE + [
     'model.backbone.img_size=64', 'model.backbone.window_size=2', 'model.neck.backbone_channel=32',
     'model.data_preprocessor.pad_size_divisor=64', 'model.data_preprocessor.batch_augments.0.size=(64,64)',

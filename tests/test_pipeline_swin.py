@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from conftest import ROOT
-from test_pipeline import _imagenet_folder, _tool
+from test_pipeline import IMAGENET_SHRINK, _imagenet_folder, _tool
 
 IMAGENET_CONFIG = osp.join(ROOT, 'configs', 'imagenet', 'scalenet_swin-t-s-depth_8xb128-100e_in1k.py')
 COCO_CONFIG = osp.join(ROOT, 'configs', 'coco', 'mask-rcnn_scalenet-swin-t-s-depth_fpn_1x_coco.py')
@@ -23,16 +23,7 @@ GROWN = (2, 3)
 TINY_BACKBONE = ['model.backbone.arch._delete_=True', 'model.backbone.arch.embed_dims=16',
                  'model.backbone.arch.depths=(2,2)', 'model.backbone.arch.num_heads=(1,2)',
                  'model.backbone.arch.window_size=4', 'model.backbone.depths=(2,3)']
-IMAGENET_OPTIONS = TINY_BACKBONE + [
-    'model.num_classes=2', 'model.backbone.img_size=32',
-    'train_dataloader.dataset.pipeline.1.input_size=32', 'val_dataloader.dataset.pipeline.1.input_size=32',
-    'test_dataloader.dataset.pipeline.1.input_size=32',
-    'train_dataloader.batch_size=4', 'val_dataloader.batch_size=4', 'test_dataloader.batch_size=4',
-    'train_dataloader.num_workers=0', 'val_dataloader.num_workers=0', 'test_dataloader.num_workers=0',
-    'train_dataloader.persistent_workers=False', 'val_dataloader.persistent_workers=False',
-    'test_dataloader.persistent_workers=False',
-    'val_evaluator.topk=(1,)', 'test_evaluator.topk=(1,)',
-    'optim_wrapper.type=OptimWrapper', 'train_cfg.max_epochs=1', 'default_hooks.logger.interval=1']
+IMAGENET_OPTIONS = TINY_BACKBONE + IMAGENET_SHRINK
 
 
 @pytest.fixture(scope='module')
