@@ -305,6 +305,16 @@ def copy_layers(state: Mapping[str, torch.Tensor], plan: DepthPlan, prefix: str 
     return out, zeroed
 
 
+def layer_uses(model: torch.nn.Module) -> Dict[Tuple[str, int], int]:
+    """``(stack prefix, base layer) -> positions that run it``, over ``model.growth_stacks()`` (empty for a model
+    without grown stacks: every layer then runs once)."""
+    uses: Dict[Tuple[str, int], int] = {}
+    for prefix, plan, _ in (model.growth_stacks() if hasattr(model, 'growth_stacks') else []):
+        for j in plan.sources:
+            uses[(prefix, j)] = uses.get((prefix, j), 0) + 1
+    return uses
+
+
 def count_parameters(model: torch.nn.Module, base_depth: Optional[int] = None,
                      depth: Optional[int] = None) -> Dict[str, int]:
     """Parameter accounting for a ScaleNet module (or any module).
@@ -318,11 +328,7 @@ def count_parameters(model: torch.nn.Module, base_depth: Optional[int] = None,
     """
     seen = set()
     counts = {'unique': 0, 'shared': 0, 'shared_by_several': 0, 'per_position': 0, 'other': 0}
-    usage: Dict[Tuple[str, int], int] = {}   # (stack prefix, base layer) -> positions running it
-    stacks = model.growth_stacks() if hasattr(model, 'growth_stacks') else []
-    for prefix, plan, _ in stacks:
-        for j in plan.sources:
-            usage[(prefix, j)] = usage.get((prefix, j), 0) + 1
+    usage = layer_uses(model)
     untied = 0
     for name, param in model.named_parameters(remove_duplicate=False):
         if id(param) in seen:

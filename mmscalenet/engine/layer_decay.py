@@ -58,6 +58,8 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.instancenorm import _InstanceNorm
 
+from ..expansion import layer_uses
+
 # Parameter-name patterns (after the model prefix) that never get weight decay.
 NO_DECAY_PATTERNS = (r'(^|\.)pos_embed$', r'(^|\.)cls_token$', r'(^|\.)rel_pos_[hw]$', r'(^|\.)gate_(attn|mlp)$',
                      r'(^|\.)relative_position_bias_table$')
@@ -154,10 +156,7 @@ def layer_id_fn(model: nn.Module, num_layers: Optional[int] = None, sharing_rule
 def shared_uses_fn(model: nn.Module):
     """``name -> k``: how many positions run the tensor ``name`` (k > 1 only for a shared block's tensors)."""
     prefix, backbone = find_backbone(model)
-    uses: Dict[Tuple[str, int], int] = {}
-    for stage, _, sources in _stages(backbone):
-        for j in sources:
-            uses[(stage, j)] = uses.get((stage, j), 0) + 1
+    uses = layer_uses(backbone) if backbone is not None else {}
     unit = re.compile(rf'^{re.escape(prefix)}(layers\.\d+\.)?blocks\.(\d+)\.')
 
     def count(name: str) -> int:
