@@ -26,18 +26,24 @@ def top_classes(scores: torch.Tensor, k: int, classes: Optional[Sequence[str]] =
     return out
 
 
-def draw_top_classes(image: np.ndarray, top: Sequence[Dict[str, Any]], min_side: int = 256) -> np.ndarray:
-    """An RGB uint8 copy of ``image`` (enlarged to at least ``min_side``) with ``class: score`` lines drawn on it."""
+def draw_lines(vis: Visualizer, image: np.ndarray, lines: Sequence[str], min_side: int = 256) -> np.ndarray:
+    """An RGB uint8 copy of ``image`` (enlarged to at least ``min_side``) with ``lines`` of text drawn on it by
+    ``vis``."""
     img = np.ascontiguousarray(image)
     scale = max(1, int(np.ceil(min_side / max(img.shape[:2]))))   # small images: enlarge so the text fits
     if scale > 1:
         img = np.kron(img, np.ones((scale, scale, 1), dtype=img.dtype))
-    vis = Visualizer.get_instance('mmscalenet-classification')
     vis.set_image(img)
-    lines = [f'{t["class"]}: {t["score"]:.3f}' for t in top]
-    vis.draw_texts('\n'.join(lines), np.array([4, 4]), font_sizes=max(8, min(img.shape[:2]) // 20), colors='white',
-                   bboxes=dict(facecolor='black', alpha=0.6, pad=2, edgecolor='none'))
+    if lines:
+        vis.draw_texts('\n'.join(lines), np.array([4, 4]), font_sizes=max(8, min(img.shape[:2]) // 20),
+                       colors='white', bboxes=dict(facecolor='black', alpha=0.6, pad=2, edgecolor='none'))
     return vis.get_image()
+
+
+def draw_top_classes(image: np.ndarray, top: Sequence[Dict[str, Any]], min_side: int = 256) -> np.ndarray:
+    """An RGB uint8 copy of ``image`` (enlarged to at least ``min_side``) with ``class: score`` lines drawn on it."""
+    return draw_lines(Visualizer.get_instance('mmscalenet-classification'), image,
+                      [f'{t["class"]}: {t["score"]:.3f}' for t in top], min_side)
 
 
 @HOOKS.register_module()
@@ -104,16 +110,7 @@ class ScaleNetClsVisualizer(Visualizer):
                        step: int = 0, topk: int = 5, **kwargs: Any) -> None:
         """Draw ``image`` (RGB) with :meth:`lines`; show it, write it to ``out_file``, or hand it to the vis
         backends (``name``, ``step``) as mmdet's visualizers do."""
-        img = np.ascontiguousarray(image)
-        scale = max(1, int(np.ceil(256 / max(img.shape[:2]))))   # small images: enlarge so the text fits
-        if scale > 1:
-            img = np.kron(img, np.ones((scale, scale, 1), dtype=img.dtype))
-        self.set_image(img)
-        text = self.lines(data_sample, draw_gt, draw_pred, topk)
-        if text:
-            self.draw_texts('\n'.join(text), np.array([4, 4]), font_sizes=max(8, min(img.shape[:2]) // 20),
-                            colors='white', bboxes=dict(facecolor='black', alpha=0.6, pad=2, edgecolor='none'))
-        drawn = self.get_image()
+        drawn = draw_lines(self, image, self.lines(data_sample, draw_gt, draw_pred, topk))
         if show:
             self.show(drawn, win_name=name, wait_time=wait_time)
         if out_file is not None:
