@@ -109,9 +109,10 @@ def test_missing_annotations_and_an_empty_split_are_named_before_training(tmp_pa
         check_segmentation_split(dict(cfg, data_prefix=dict(img_path='missing', seg_map_path='annotations')))
 
 
-def test_benchmark_takes_the_backbone_of_a_segmentation_config():
-    """tools/benchmark.py --config: the grown backbone of an ADE20K (or any) config is what gets timed; a config
-    without a grown backbone is refused in one line."""
+def test_benchmark_takes_the_backbone_of_a_segmentation_config(tmp_path, capsys):
+    """tools/benchmark.py --config: the grown backbone of an ADE20K (or any) config is what gets timed, what the
+    config leaves out of its adapter is the model's default; a config without a grown backbone, or with an adapter
+    the model refuses, is refused in one line."""
     import importlib.util
     spec = importlib.util.spec_from_file_location('mmscalenet_benchmark_tool', osp.join(ROOT, 'tools', 'benchmark.py'))
     bench = importlib.util.module_from_spec(spec)
@@ -128,3 +129,17 @@ def test_benchmark_takes_the_backbone_of_a_segmentation_config():
     with pytest.raises(SystemExit):
         bench.parse_args(['--config', osp.join(ROOT, 'configs', 'ade20k', 'swin-t_upernet_8xb2-160k_ade20k-512x512.py'),
                           '--device', 'cpu'])
+    from mmscalenet.models.adapters import parse_adapter_cfg
+    for adapter, expect in (("dict(type='LoRA', alpha=4.0)", ('lora', parse_adapter_cfg(dict(type='LoRA'))['rank'])),
+                            ("dict(type='ParallelAdapter')",
+                             ('parallel', parse_adapter_cfg(dict(type='ParallelAdapter'))['bottleneck']))):
+        (tmp_path / 'grown.py').write_text(f"model = dict(backbone=dict(type='ScaleNetViT', arch='deit-tiny', depth=24, "
+                                           f"adapter={adapter}))\n")
+        args = bench.parse_args(['--config', str(tmp_path / 'grown.py'), '--device', 'cpu'])
+        assert (args.adapter, args.rank if args.adapter == 'lora' else args.bottleneck) == expect
+    (tmp_path / 'grown.py').write_text("model = dict(backbone=dict(type='ScaleNetViT', depth=24, "
+                                       "adapter=dict(type='ParallelAdapter', bottleneck=0)))\n")
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        bench.parse_args(['--config', str(tmp_path / 'grown.py'), '--device', 'cpu'])
+    assert 'bottleneck' in capsys.readouterr().err

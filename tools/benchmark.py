@@ -114,11 +114,13 @@ def _from_config(args) -> None:
     if bb.get('growth', 'shared') != 'shared':
         raise ValueError(f'growth={bb["growth"]!r}: the foil is a plain model of the grown depth, which the timm '
                          f'rows of the benchmark already time')
+    from mmscalenet.models.adapters import parse_adapter_cfg
     adapter = bb.get('adapter', 'auto')
-    adapter = dict(type='ParallelAdapter') if adapter == 'auto' else adapter
+    # the model's own defaults fill what the config leaves out (bottleneck, rank)
+    adapter = parse_adapter_cfg(dict(type='ParallelAdapter') if adapter == 'auto' else adapter)
     args.adapter = {None: 'none', 'ParallelAdapter': 'parallel', 'LoRA': 'lora'}[(adapter or {}).get('type')]
-    args.bottleneck = int((adapter or {}).get('bottleneck', 8))
-    args.rank = int((adapter or {}).get('rank', 8))
+    args.bottleneck = int((adapter or {}).get('bottleneck', args.bottleneck))
+    args.rank = int((adapter or {}).get('rank', args.rank))
     size = bb.get('img_size', 224)
     args.img_size = int(size if isinstance(size, int) else size[0])
     arch = bb.get('arch', 'deit-small' if kind == 'ScaleNetViT' else 'swin-tiny')
