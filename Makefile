@@ -14,7 +14,7 @@ demo: install
 	$(PY) tools/demo.py --work-dir $(WORK_DIR)
 
 test: install
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=15 tests
 
 clean:
 	rm -rf work_dirs .pytest_cache

@@ -14,6 +14,9 @@ Why does the grown backbone's classification lead not carry into the detection s
     plot NAME     val bbox mAP against iterations (from --eval-every) for each backbone, mean over the seeds
     seeds-json NAME  the demo's docs/demo_seeds.json format (tools/demo.py --seeds) from CACHE/seed<k>/'s
                   classification summaries and experiment NAME's detectors, when NAME is the demo's recipe
+    step-cost     seconds per training step of each demo detector (one thread, batch 8, the cluttered scenes of
+                  the first seed) at each --canvas size, split into the backbone's forward and the rest: what a
+                  longer schedule would cost the demo
 
 Trainings run two at a time, one torch thread each (mmscalenet.demo.jobs), as in the demo.
 """
@@ -132,6 +135,60 @@ def equivalence():
                 grad_err = max(grad_err, float((p.grad - ref).abs().max() / (ref.abs().max() + 1e-30)))
             rows.append(dict(case=label, path='fused' if fused else 'reference',
                              out=float((ya - yb).abs().max()), out_scale=float(ya.abs().max()), grad_rel=grad_err))
+    return rows
+
+
+def step_cost(cache, seed, style, runs, canvases, steps=10, warmup=2):
+    """``[{run, canvas, step, forward, backbone_forward}]``: mean seconds per training step of the demo's detector
+    (its config, pipeline and batch; random backbone weights: the cost does not depend on them), one thread."""
+    import torch
+
+    from mmengine.runner import Runner
+
+    from mmscalenet.demo.detection import build_config
+    torch.set_num_threads(1)
+    scenes = _scenes(cache, seed, style)
+    rows = []
+    for canvas in canvases:
+        for run in runs:
+            cfg = build_config('scalenet' if run == 'untied' else run, None, scenes,
+                               osp.join(cache, 'step_cost'), seed)
+            cfg.model.backbone.init_cfg = None
+            if run == 'untied':
+                cfg.model.backbone.arch.num_layers = 8
+            cfg.work_dir = osp.join(cache, 'step_cost', f'{run}_{canvas}')
+            cfg.train_dataloader.num_workers = 0
+            cfg.train_dataloader.persistent_workers = False
+            for t in cfg.train_dataloader.dataset.pipeline:
+                if t['type'] == 'RandomResize':
+                    t['scale'] = (canvas, canvas)
+                elif t['type'] == 'RandomCrop':
+                    t['crop_size'] = (canvas, canvas)
+            runner = Runner.from_cfg(cfg)
+            model, wrapper = runner.model.train(), runner.build_optim_wrapper(cfg.optim_wrapper)
+            spent = dict(backbone_forward=0.0)
+            forward = model.backbone.forward
+
+            def timed(*a, forward=forward, **k):
+                t = time.perf_counter()
+                out = forward(*a, **k)
+                spent['backbone_forward'] += time.perf_counter() - t
+                return out
+            model.backbone.forward = timed
+            batches = iter(runner.train_dataloader)
+            total = fwd = 0.0
+            for i in range(warmup + steps):
+                data = next(batches)
+                if i == warmup:
+                    total = fwd = spent['backbone_forward'] = 0.0
+                t0 = time.perf_counter()
+                loss, _ = model.parse_losses(model(**model.data_preprocessor(data, True), mode='loss'))
+                t1 = time.perf_counter()
+                wrapper.update_params(loss)
+                total += time.perf_counter() - t0
+                fwd += t1 - t0
+            rows.append(dict(run=run, canvas=canvas, step=total / steps, forward=fwd / steps,
+                             backbone_forward=spent['backbone_forward'] / steps))
     return rows
 
 
@@ -307,7 +364,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], epilog=__doc__.split('\n\n', 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('command', choices=['lr-table', 'equivalence', 'classify', 'detect', 'report', 'plot',
-                                        'seeds-json'])
+                                        'seeds-json', 'step-cost'])
     p.add_argument('names', nargs='*', help='experiment name(s) (detect / plot: one)')
     p.add_argument('--cache', default='work_dirs/detection_study')
     p.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
@@ -318,6 +375,7 @@ def main(argv=None):
     p.add_argument('--rates', type=float, nargs='+', default=[0.9, 1.0])
     p.add_argument('--out', default='docs/detection_transfer_curves.png')
     p.add_argument('--cfg-options', nargs='+', action=DictAction, default=None)
+    p.add_argument('--canvas', type=int, nargs='+', default=[96, 64], help='step-cost: scene sizes to time')
     a = p.parse_args(argv)
     if a.command == 'lr-table':
         table = lr_table(a.rates, dict(a.cfg_options or {}))
@@ -339,6 +397,17 @@ def main(argv=None):
         detect(a)
     elif a.command == 'report':
         print(report(a.cache, a.names))
+    elif a.command == 'step-cost':
+        rows = step_cost(a.cache, a.seeds[0], a.style, a.runs, a.canvas)
+        print('| canvas | backbone | s / step | forward | backbone forward | rest of the step |\n'
+              '| ---: | --- | ---: | ---: | ---: | ---: |')
+        for r in rows:
+            print(f'| {r["canvas"]} | {r["run"]} | {r["step"]:.3f} | {r["forward"]:.3f} | {r["backbone_forward"]:.3f} '
+                  f'| {r["step"] - r["backbone_forward"]:.3f} |')
+        for canvas in a.canvas:
+            steps = [r['step'] for r in rows if r['canvas'] == canvas]
+            print(f'canvas {canvas}: {len(steps)} detectors x {a.max_iters or 600} steps, two at a time on two '
+                  f'cores: {sum(steps) * (a.max_iters or 600) / 2 / 60:.1f} min of wall time (training only)')
     elif a.command == 'seeds-json':
         sys.path.insert(0, osp.join(ROOT, 'tools'))
         from demo import spread_table
