@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import ROOT, tool_main
 
 CONFIG = f'{ROOT}/tests/configs/rel_tiny_cls.py'
 
@@ -20,12 +20,21 @@ def _run(tool, *args):
                           text=True, env=env, cwd=ROOT, timeout=300)
 
 
-def _train_main(argv):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location('rel25_train', f'{ROOT}/tools/train.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main(argv)
+def _main(tool, *args):
+    """``tools/<tool>.py``'s main in this process (no interpreter start-up): ``(status, stderr)``, read through
+    ``capsys`` by :func:`_one_line_here`. The first check of each test runs the real process (:func:`_run`)."""
+    return tool_main(tool)([str(a) for a in args])
+
+
+def _one_line_here(capsys, tool, *args, words):
+    capsys.readouterr()
+    status = _main(tool, *args)
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert status == 1, err[-3000:]
+    assert len(lines) == 1 and lines[0].startswith('error: '), err[-3000:]
+    assert all(w in lines[0] for w in words), lines[0]
+    return lines[0]
 
 
 def _one_line(proc, *words):
@@ -48,7 +57,7 @@ def _one_line(proc, *words):
 def test_training_values_are_refused_before_the_work_dir_exists(tmp_path, capsys, option, words):
     """In-process (the checks run before any runner): one line, status 1, no work dir."""
     work = tmp_path / 'w'
-    assert _train_main([CONFIG, '--work-dir', str(work), '--cfg-options', option]) == 1
+    assert _main('train', CONFIG, '--work-dir', work, '--cfg-options', option) == 1
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith('error: ') and all(w in lines[0] for w in words), lines
     assert not work.exists()
@@ -72,17 +81,17 @@ def test_model_size_estimate_without_building():
         check_loop_values(dict(train_cfg=dict(max_epochs='3')), 'c.py')   # a string in a config file
 
 
-def test_read_only_work_dir_and_a_lock_path_that_is_a_folder(tmp_path):
+def test_read_only_work_dir_and_a_lock_path_that_is_a_folder(tmp_path, capsys):
     _one_line(_run('train', CONFIG, '--work-dir', '/proc/mmscalenet-work'), 'work dir', '/proc')
     work = tmp_path / 'w'
     (work / '.mmscalenet.lock').mkdir(parents=True)
-    _one_line(_run('train', CONFIG, '--work-dir', work), 'lock path', 'is a folder')
+    _one_line_here(capsys, 'train', CONFIG, '--work-dir', work, words=('lock path', 'is a folder'))
     assert sorted(p.name for p in work.iterdir()) == ['.mmscalenet.lock']
 
 
 @pytest.mark.parametrize('workers', [0, 1])
 @pytest.mark.parametrize('content', [b'', b'\xff\xd8\xff\xe0\x00\x10JFIF\x00'])
-def test_unreadable_image_in_a_class_folder_is_one_line_naming_it(tmp_path, content, workers):
+def test_unreadable_image_in_a_class_folder_is_one_line_naming_it(tmp_path, capsys, content, workers):
     """A zero-byte or truncated JPEG: one line naming the file (also through a DataLoader worker), no work dir."""
     root = tmp_path / 'data'
     (root / 'train' / 'a').mkdir(parents=True)
@@ -96,11 +105,14 @@ def test_unreadable_image_in_a_class_folder_is_one_line_naming_it(tmp_path, cont
         f"dict(type='LoadImagePIL'), dict(type='TimmClsTransform', input_size=32, is_training=False, crop_pct=1.0), "
         f"dict(type='PackClsInputs')]))\n")
     work = tmp_path / 'w'
-    _one_line(_run('train', config, '--work-dir', work), 'cannot read image', 'broken.jpg')
+    if workers and content:     # one case through the real process, the others in this one
+        _one_line(_run('train', config, '--work-dir', work), 'cannot read image', 'broken.jpg')
+    else:
+        _one_line_here(capsys, 'train', config, '--work-dir', work, words=('cannot read image', 'broken.jpg'))
     assert not work.exists()
 
 
-def test_missing_data_root_and_empty_split_are_one_line(tmp_path):
+def test_missing_data_root_and_empty_split_are_one_line(tmp_path, capsys):
     root = tmp_path / 'data'
     (root / 'train').mkdir(parents=True)
     for data_root, words in ((tmp_path / 'nothing', ('dataset root not found', 'nothing')),
@@ -112,7 +124,10 @@ def test_missing_data_root_and_empty_split_are_one_line(tmp_path):
             f"sampler=dict(type='DefaultSampler', shuffle=False), "
             f"dataset=dict(type='ScaleNetImageNet', data_root={str(data_root)!r}, split='train', pipeline=[]))\n")
         work = tmp_path / 'w'
-        _one_line(_run('train', config, '--work-dir', work), *words)
+        if data_root == root:
+            _one_line(_run('train', config, '--work-dir', work), *words)
+        else:
+            _one_line_here(capsys, 'train', config, '--work-dir', work, words=words)
         assert not work.exists()
 
 
@@ -124,18 +139,19 @@ def trained(tmp_path_factory):
     return work / 'epoch_1.pth'
 
 
-def test_test_tool_checks_outputs_before_evaluating(tmp_path, trained):
+def test_test_tool_checks_outputs_before_evaluating(tmp_path, capsys, trained):
     work = tmp_path / 'w'
     _one_line(_run('test', CONFIG, trained, '--work-dir', work, '--out', '/proc/x/preds.pkl'), '/proc')
     (tmp_path / 'dir.pkl').mkdir()
-    _one_line(_run('test', CONFIG, trained, '--work-dir', work, '--out', tmp_path / 'dir.pkl'), 'is a directory')
-    _one_line(_run('test', CONFIG, trained, '--work-dir', '/proc/w'), 'work dir')
-    _one_line(_run('test', CONFIG, trained, '--work-dir', work, '--cfg-options', 'test_dataloader.num_workers=-1'),
-              'num_workers')
+    _one_line_here(capsys, 'test', CONFIG, trained, '--work-dir', work, '--out', tmp_path / 'dir.pkl',
+                   words=('is a directory',))
+    _one_line_here(capsys, 'test', CONFIG, trained, '--work-dir', '/proc/w', words=('work dir',))
+    _one_line_here(capsys, 'test', CONFIG, trained, '--work-dir', work, '--cfg-options',
+                   'test_dataloader.num_workers=-1', words=('num_workers',))
     assert not work.exists()
     out = tmp_path / 'preds.pkl'
     out.write_bytes(b'old')
-    _one_line(_run('test', CONFIG, trained, '--work-dir', work, '--out', out), 'exists', '--force')
+    _one_line_here(capsys, 'test', CONFIG, trained, '--work-dir', work, '--out', out, words=('exists', '--force'))
     assert out.read_bytes() == b'old'
 
 
@@ -151,7 +167,7 @@ def test_test_tool_warns_about_nan_weights(tmp_path, trained):
     assert f'warning: {bad}: 1 tensor(s) hold NaN or infinite values ({key})' in proc.stderr
 
 
-def test_infer_tool_checks_outputs_before_the_model(tmp_path):
+def test_infer_tool_checks_outputs_before_the_model(tmp_path, capsys):
     """infer.py's --out and --show-dir are checked before any model is built (the checkpoint is not even read)."""
     fake = tmp_path / 'ckpt.pth'
     fake.write_bytes(b'not read')
@@ -160,10 +176,10 @@ def test_infer_tool_checks_outputs_before_the_model(tmp_path):
     Image.new('RGB', (8, 8)).save(img)
     cls_config = f'{ROOT}/configs/demo/digits_cls_scalenet.py'
     _one_line(_run('infer', cls_config, fake, img, '--out', '/proc/x/p.json'), '/proc')
-    _one_line(_run('infer', cls_config, fake, img, '--show-dir', img), 'existing file')
+    _one_line_here(capsys, 'infer', cls_config, fake, img, '--show-dir', img, words=('existing file',))
     out = tmp_path / 'p.json'
     out.write_text('{}')
-    _one_line(_run('infer', cls_config, fake, img, '--out', out), 'exists', '--force')
+    _one_line_here(capsys, 'infer', cls_config, fake, img, '--out', out, words=('exists', '--force'))
 
 
 _ORPHAN = '''
