@@ -68,7 +68,7 @@ def test_config_syntax_error_names_file_and_line(tmp_path, capsys):
     assert train_main([str(wrong_ext)]) == 1 and 'not a config file' in capsys.readouterr().err
 
 
-def test_wrong_key_or_value_in_config_names_it_and_cleans_up(tmp_path):
+def test_wrong_key_or_value_in_config_names_it_and_cleans_up(tmp_path, capsys):
     """Mistakes found while building the model (a typo in the file, a bad --cfg-options value)."""
     cfg = tmp_path / 'typo.py'
     cfg.write_text(f"_base_ = [{CONFIG!r}]\nmodel = dict(backbone=dict(dept=8))\n")
@@ -79,8 +79,9 @@ def test_wrong_key_or_value_in_config_names_it_and_cleans_up(tmp_path):
     assert not work.exists()         # the work dir this run created is gone again
     work.mkdir()
     (work / 'keep.txt').write_text('mine')
-    proc = _run('train', CONFIG, '--work-dir', work, '--cfg-options', 'model.backbone.mapping=foo')
-    assert proc.returncode == 1 and "unknown mapping 'foo'" in proc.stderr
+    capsys.readouterr()     # the second mistake in this process (the first ran the real one)
+    assert train_main([CONFIG, '--work-dir', str(work), '--cfg-options', 'model.backbone.mapping=foo']) == 1
+    assert "unknown mapping 'foo'" in capsys.readouterr().err
     assert sorted(p.name for p in work.iterdir()) == ['keep.txt']   # an existing work dir: only our leftovers go
 
 
@@ -137,7 +138,7 @@ def test_missing_resume_and_load_from_files(tmp_path, capsys):
     assert 'gone2.pth' in capsys.readouterr().err and not (tmp_path / 'w').exists()
 
 
-def test_missing_or_corrupt_data_file(tmp_path):
+def test_missing_or_corrupt_data_file(tmp_path, capsys):
     work = tmp_path / 'w'
     proc = _run('train', CONFIG, '--work-dir', work, '--cfg-options',
                 f'train_dataloader.dataset.ann_file={tmp_path / "gone.txt"}')
@@ -145,9 +146,10 @@ def test_missing_or_corrupt_data_file(tmp_path):
     assert proc.stderr.strip().splitlines()[-1] == f'error: annotation file not found: {tmp_path / "gone.txt"}'
     assert not work.exists()
     (tmp_path / 'bad.txt').write_text('1\n2\n\x00garbage\n')
-    proc = _run('train', CONFIG, '--work-dir', work, '--cfg-options',
-                f'train_dataloader.dataset.ann_file={tmp_path / "bad.txt"}')
-    assert proc.returncode == 1 and 'bad.txt, line 3' in proc.stderr.strip().splitlines()[-1]
+    capsys.readouterr()     # the second one in this process (the first ran the real one)
+    assert train_main([CONFIG, '--work-dir', str(work), '--cfg-options',
+                       f'train_dataloader.dataset.ann_file={tmp_path / "bad.txt"}']) == 1
+    assert 'bad.txt, line 3' in capsys.readouterr().err.strip().splitlines()[-1]
     assert not work.exists()
 
 
