@@ -120,6 +120,36 @@ def test_seg_configs_build_in_mmseg_and_give_11_class_logits_at_scene_size(path)
     assert logits.shape == (1, 11, size, size) and torch.isfinite(logits).all()
 
 
+def _seg_lrs(row, **paramwise):
+    """lr of every tensor under configs/demo/digits_seg_<row>.py's optimizer (backbone built on the meta device)."""
+    from mmengine.config import Config
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.registry import DefaultScope
+    from mmseg.registry import MODELS
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', 'demo', f'digits_seg_{row}.py'))
+    cfg.model.backbone.init_cfg = None
+    cfg.optim_wrapper.paramwise_cfg.update(paramwise)
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        with torch.device('meta'):
+            model = MODELS.build(cfg.model)
+        optim = build_optim_wrapper(model, cfg.optim_wrapper).optimizer
+    return {name: group['lr'] for group in optim.param_groups for name in group['param_names']}
+
+
+@pytest.mark.parametrize('row', ['scalenet', 'progressive', 'base'])
+def test_seg_recipe_steps_each_shared_tensor_once_per_use(row):
+    """The segmentation recipe's shared_lr='per_use' (the three-seed finding of docs/detection_transfer.md,
+    section 4): the grown row's shared blocks, each run by 2 positions, train at half their decayed lr; its adapters,
+    embeddings and head keep theirs; the rows without shared tensors are untouched."""
+    shipped, undivided = _seg_lrs(row), _seg_lrs(row, shared_lr=1.0)
+    assert shipped.keys() == undivided.keys()
+    shared = [n for n in shipped if n.startswith('backbone.blocks.')]
+    assert len(shared) > 4 * 8
+    for name, lr in shipped.items():
+        expect = undivided[name] * (0.5 if row == 'scalenet' and name in shared else 1.0)
+        assert lr == pytest.approx(expect), name
+
+
 # ---- the tiny run ---------------------------------------------------------------------------------------------------
 def test_summary_has_a_finite_miou_per_row(tiny_run):
     section = tiny_run['summary']['segmentation']
