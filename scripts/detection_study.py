@@ -14,6 +14,9 @@ Why does the grown backbone's classification lead not carry into the detection s
     plot NAME     val bbox mAP against iterations (from --eval-every) for each backbone, mean over the seeds
     seeds-json NAME  the demo's docs/demo_seeds.json format (tools/demo.py --seeds) from CACHE/seed<k>/'s
                   classification summaries and experiment NAME's detectors, when NAME is the demo's recipe
+    classify-longer  the depth check: the base and scratch classification runs of the demo with --epochs epochs
+                  (cosine stretched) into CACHE/seed<k>/ (their backbones and CACHE/seed<k>/classify_longer.json);
+                  then `detect NAME --runs base scratch` on them
     step-cost     seconds per training step of each demo detector (one thread, batch 8, the cluttered scenes of
                   the first seed) at each --canvas size, split into the backbone's forward and the rest: what a
                   longer schedule would cost the demo
@@ -209,6 +212,33 @@ def _classify_job(cache, seed):
     return seed
 
 
+def _classify_longer_job(cache, seed, run, epochs):
+    """One classification run of the demo's recipe for ``epochs`` epochs (warm-up kept, cosine to the new end)."""
+    import mmscalenet  # noqa: F401  (registers the modules in the job's process)
+    from mmscalenet.demo import classification as cls
+    work = osp.join(cache, f'seed{seed}')
+    cfg = cls._config(run, work, seed)
+    cfg.train_cfg.max_epochs = epochs
+    warmup, cosine = cfg.param_scheduler
+    cosine.update(T_max=epochs - warmup['end'], end=epochs)
+    cfg.default_hooks.checkpoint.interval = epochs
+    result = cls._train(cfg)
+    cls._save_backbone(result.pop('model'), osp.join(work, cls.BACKBONES[run]))
+    return dict(result, run=run, seed=seed)
+
+
+def classify_longer(cache, seeds, runs, epochs):
+    from mmscalenet.demo.jobs import run_jobs
+    jobs = [(f'{run}/{seed}', _classify_longer_job, (cache, seed, run, epochs))
+            for seed in seeds for run in sorted(runs, key=lambda r: r != 'scratch')]   # the long ones first
+    done = run_jobs(jobs)
+    for seed in seeds:
+        rows = {run: {k: v for k, v in done[f'{run}/{seed}'].items() if k not in ('run', 'seed')} for run in runs}
+        with open(osp.join(cache, f'seed{seed}', 'classify_longer.json'), 'w') as f:
+            json.dump(rows, f, indent=1)
+        print(f'seed {seed}: ' + ', '.join(f'{run} {r["epochs"]} ep top-1 {r["top1"]:.2f}' for run, r in rows.items()))
+
+
 def _detect_job(*args):
     """One detector (:func:`_train_detector`); a failure's traceback is written next to the results."""
     try:
@@ -364,7 +394,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], epilog=__doc__.split('\n\n', 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('command', choices=['lr-table', 'equivalence', 'classify', 'detect', 'report', 'plot',
-                                        'seeds-json', 'step-cost'])
+                                        'seeds-json', 'step-cost', 'classify-longer'])
     p.add_argument('names', nargs='*', help='experiment name(s) (detect / plot: one)')
     p.add_argument('--cache', default='work_dirs/detection_study')
     p.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
@@ -376,6 +406,7 @@ def main(argv=None):
     p.add_argument('--out', default='docs/detection_transfer_curves.png')
     p.add_argument('--cfg-options', nargs='+', action=DictAction, default=None)
     p.add_argument('--canvas', type=int, nargs='+', default=[96, 64], help='step-cost: scene sizes to time')
+    p.add_argument('--epochs', type=int, default=36, help='classify-longer: epochs of each run')
     a = p.parse_args(argv)
     if a.command == 'lr-table':
         table = lr_table(a.rates, dict(a.cfg_options or {}))
@@ -397,6 +428,10 @@ def main(argv=None):
         detect(a)
     elif a.command == 'report':
         print(report(a.cache, a.names))
+    elif a.command == 'classify-longer':
+        if set(a.runs) - {'base', 'scratch'}:
+            p.error('classify-longer trains the runs that start from random weights: --runs base scratch')
+        classify_longer(a.cache, a.seeds, a.runs, a.epochs)
     elif a.command == 'step-cost':
         rows = step_cost(a.cache, a.seeds[0], a.style, a.runs, a.canvas)
         print('| canvas | backbone | s / step | forward | backbone forward | rest of the step |\n'
