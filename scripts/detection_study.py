@@ -141,24 +141,28 @@ def equivalence():
     return rows
 
 
+def _run_config(run, checkpoint, scenes, out_dir, seed, max_iters=None):
+    """The demo's detection config of ``run`` (``untied``: the grown config at base depth 8)."""
+    from mmscalenet.demo.detection import build_config
+    cfg = build_config('scalenet' if run == 'untied' else run, checkpoint, scenes, out_dir, seed, max_iters)
+    if run == 'untied':
+        cfg.model.backbone.arch.num_layers = 8
+    return cfg
+
+
 def step_cost(cache, seed, style, runs, canvases, steps=10, warmup=2):
     """``[{run, canvas, step, forward, backbone_forward}]``: mean seconds per training step of the demo's detector
     (its config, pipeline and batch; random backbone weights: the cost does not depend on them), one thread."""
     import torch
 
     from mmengine.runner import Runner
-
-    from mmscalenet.demo.detection import build_config
     torch.set_num_threads(1)
     scenes = _scenes(cache, seed, style)
     rows = []
     for canvas in canvases:
         for run in runs:
-            cfg = build_config('scalenet' if run == 'untied' else run, None, scenes,
-                               osp.join(cache, 'step_cost'), seed)
+            cfg = _run_config(run, None, scenes, osp.join(cache, 'step_cost'), seed)
             cfg.model.backbone.init_cfg = None
-            if run == 'untied':
-                cfg.model.backbone.arch.num_layers = 8
             cfg.work_dir = osp.join(cache, 'step_cost', f'{run}_{canvas}')
             cfg.train_dataloader.num_workers = 0
             cfg.train_dataloader.persistent_workers = False
@@ -256,13 +260,10 @@ def _train_detector(run, cache, name, seed, max_iters, options, eval_every, styl
     from mmengine.runner import Runner
 
     from mmscalenet.demo import ROWS
-    from mmscalenet.demo.detection import build_config
     ckpt = dict(ROWS, untied=UNTIED_BACKBONE)
     out_dir = osp.join(cache, name, f'seed{seed}')
-    cfg = build_config('scalenet' if run == 'untied' else run, osp.join(cache, f'seed{seed}', ckpt[run]),
-                       _scenes(cache, seed, style), out_dir, seed, max_iters)
-    if run == 'untied':
-        cfg.model.backbone.arch.num_layers = 8
+    cfg = _run_config(run, osp.join(cache, f'seed{seed}', ckpt[run]), _scenes(cache, seed, style), out_dir, seed,
+                      max_iters)
     cfg.work_dir = osp.join(out_dir, run)
     cfg.merge_from_dict(options)
     curve = []
