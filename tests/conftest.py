@@ -11,6 +11,19 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 
+def config_lrs(cfg, build, **paramwise):
+    """``({tensor name: lr}, model)`` under ``cfg.optim_wrapper`` (its paramwise_cfg updated with ``paramwise``, a
+    plain OptimWrapper) for the model ``build(cfg)`` makes on the meta device, with the backbone's init_cfg off:
+    what a shipped config's optimizer gives every tensor, without weights or a GPU."""
+    from mmengine.optim import build_optim_wrapper
+    cfg.model.backbone.init_cfg = None
+    cfg.optim_wrapper.type = 'OptimWrapper'
+    cfg.optim_wrapper.paramwise_cfg.update(paramwise)
+    with torch.device('meta'):
+        model = build(cfg)
+    optim = build_optim_wrapper(model, cfg.optim_wrapper).optimizer
+    return {name: group['lr'] for group in optim.param_groups for name in group['param_names']}, model
+
 
 def tool_main(name):
     """``main`` of ``tools/<name>.py``, loaded in this process (each call a fresh module; ``tools/`` is on the path

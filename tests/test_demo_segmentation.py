@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import ROOT, config_lrs
 
 pytest.importorskip('mmseg')
 
@@ -121,19 +121,13 @@ def test_seg_configs_build_in_mmseg_and_give_11_class_logits_at_scene_size(path)
 
 
 def _seg_lrs(row, **paramwise):
-    """lr of every tensor under configs/demo/digits_seg_<row>.py's optimizer (backbone built on the meta device)."""
+    """lr of every tensor under configs/demo/digits_seg_<row>.py's optimizer (model built on the meta device)."""
     from mmengine.config import Config
-    from mmengine.optim import build_optim_wrapper
     from mmengine.registry import DefaultScope
     from mmseg.registry import MODELS
     cfg = Config.fromfile(osp.join(ROOT, 'configs', 'demo', f'digits_seg_{row}.py'))
-    cfg.model.backbone.init_cfg = None
-    cfg.optim_wrapper.paramwise_cfg.update(paramwise)
     with DefaultScope.overwrite_default_scope('mmseg'):
-        with torch.device('meta'):
-            model = MODELS.build(cfg.model)
-        optim = build_optim_wrapper(model, cfg.optim_wrapper).optimizer
-    return {name: group['lr'] for group in optim.param_groups for name in group['param_names']}
+        return config_lrs(cfg, lambda c: MODELS.build(c.model), **paramwise)[0]
 
 
 @pytest.mark.parametrize('row', ['scalenet', 'progressive', 'base'])

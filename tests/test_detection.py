@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import ROOT, config_lrs
 
 pytest.importorskip('mmdet')
 
@@ -238,15 +238,8 @@ def _shipped_lrs(path, **paramwise):
     """lr of every backbone tensor under a shipped COCO config's optimizer (backbone built on the meta device)."""
     from mmdet.registry import MODELS
     from mmengine.config import Config
-    from mmengine.optim import build_optim_wrapper
-    cfg = Config.fromfile(path)
-    cfg.model.backbone.init_cfg = None
-    with torch.device('meta'):
-        model = _Detector(MODELS.build(cfg.model.backbone))
-    cfg.optim_wrapper.type = 'OptimWrapper'
-    cfg.optim_wrapper.paramwise_cfg.update(paramwise)
-    optim = build_optim_wrapper(model, cfg.optim_wrapper).optimizer
-    return {name: group['lr'] for group in optim.param_groups for name in group['param_names']}, model.backbone
+    lrs, model = config_lrs(Config.fromfile(path), lambda c: _Detector(MODELS.build(c.model.backbone)), **paramwise)
+    return lrs, model.backbone
 
 
 @pytest.mark.parametrize('grown, plain', [
