@@ -15,8 +15,11 @@ Why does the grown backbone's classification lead not carry into the detection s
     seeds-json NAME  the demo's docs/demo_seeds.json format (tools/demo.py --seeds) from CACHE/seed<k>/'s
                   classification summaries and experiment NAME's detectors, when NAME is the demo's recipe
     classify-longer  the depth check: the base and scratch classification runs of the demo with --epochs epochs
-                  (cosine stretched) into CACHE/seed<k>/ (their backbones and CACHE/seed<k>/classify_longer.json);
-                  then `detect NAME --runs base scratch` on them
+                  (cosine stretched) into CACHE/seed<k>/ (their backbones and CACHE/seed<k>/classify_longer.json),
+                  on --data digits (the demo's) or cluttered (digits cut out of cluttered scenes); scalenet /
+                  progressive in --runs grow that base for --grown-epochs, continued trains it on at depth 4 as
+                  long (the control: growth or more training?); then `detect NAME --runs ...` on them
+    classify-report  val top-1 of the classify-longer runs per seed, mean (std) and training seconds (markdown)
     step-cost     seconds per training step of each demo detector (one thread, batch 8, the cluttered scenes of
                   the first seed) at each --canvas size, split into the backbone's forward and the rest: what a
                   longer schedule would cost the demo
@@ -36,6 +39,9 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
 RUNS = ('base', 'scalenet', 'progressive', 'scratch', 'untied')
 UNTIED_BACKBONE = 'classification/untied_backbone.pth'
+CONTINUED = 'continued'   # classify-longer: the base run trained on at depth 4 for the grown runs' epochs
+CONTINUED_BACKBONE = f'classification/{CONTINUED}_backbone.pth'
+ORDER = RUNS + (CONTINUED,)   # the rows of report and plot
 TENSORS = ('patch_embed.proj.weight', 'pos_embed', 'blocks.0.attn.qkv.weight', 'blocks.3.attn.qkv.weight',
            'blocks.7.attn.qkv.weight', 'positions.0.adapter_attn.down.weight', 'positions.3.adapter_attn.down.weight',
            'positions.7.adapter_attn.down.weight', 'positions.0.norm1.weight')
@@ -142,9 +148,11 @@ def equivalence():
 
 
 def _run_config(run, checkpoint, scenes, out_dir, seed, max_iters=None):
-    """The demo's detection config of ``run`` (``untied``: the grown config at base depth 8)."""
+    """The demo's detection config of ``run`` (``untied``: the grown config at base depth 8; ``continued``: the
+    base config, with classify-longer's continued base backbone)."""
     from mmscalenet.demo.detection import build_config
-    cfg = build_config('scalenet' if run == 'untied' else run, checkpoint, scenes, out_dir, seed, max_iters)
+    config = dict(untied='scalenet', continued='base').get(run, run)
+    cfg = build_config(config, checkpoint, scenes, out_dir, seed, max_iters)
     if run == 'untied':
         cfg.model.backbone.arch.num_layers = 8
     return cfg
@@ -216,31 +224,82 @@ def _classify_job(cache, seed):
     return seed
 
 
-def _classify_longer_job(cache, seed, run, epochs):
-    """One classification run of the demo's recipe for ``epochs`` epochs (warm-up kept, cosine to the new end)."""
+LONGER_RUNS = ('base', 'scratch', 'scalenet', 'progressive', CONTINUED)
+FROM_BASE = ('scalenet', 'progressive', CONTINUED)
+
+
+def _classify_longer_job(cache, seed, run, epochs, data='digits'):
+    """One classification run of the demo's recipe for ``epochs`` epochs (warm-up kept, cosine to the new end) on
+    ``data``: the demo's digits, or ``'cluttered'`` (``ScaleNetClutteredDigits``: digits cut out of cluttered
+    scenes, 8000 train / 1000 val). A grown run (scalenet / progressive) starts from this seed's base backbone, and
+    so does ``continued``: the base model (depth 4) trained on for as many epochs as a grown run, the control that
+    tells growth from more training."""
     import mmscalenet  # noqa: F401  (registers the modules in the job's process)
     from mmscalenet.demo import classification as cls
     work = osp.join(cache, f'seed{seed}')
-    cfg = cls._config(run, work, seed)
+    init = osp.join(work, cls.BACKBONES['base']) if run in FROM_BASE else None
+    cfg = cls._config('base' if run == CONTINUED else run, work, seed, init_checkpoint=init)
+    if run == CONTINUED:
+        cfg.model.init_cfg = dict(type='Pretrained', checkpoint=init)
+        cfg.work_dir = osp.join(work, 'classification', CONTINUED)
     cfg.train_cfg.max_epochs = epochs
     warmup, cosine = cfg.param_scheduler
     cosine.update(T_max=epochs - warmup['end'], end=epochs)
     cfg.default_hooks.checkpoint.interval = epochs
+    if data == 'cluttered':
+        for loader in (cfg.train_dataloader, cfg.val_dataloader, cfg.test_dataloader):
+            loader.dataset = dict(type='ScaleNetClutteredDigits', split=loader.dataset.split,
+                                  pipeline=loader.dataset.pipeline)
     result = cls._train(cfg)
-    cls._save_backbone(result.pop('model'), osp.join(work, cls.BACKBONES[run]))
-    return dict(result, run=run, seed=seed)
+    name = CONTINUED_BACKBONE if run == CONTINUED else cls.BACKBONES[run]
+    cls._save_backbone(result.pop('model'), osp.join(work, name))
+    return dict(result, run=run, seed=seed, data=data)
 
 
-def classify_longer(cache, seeds, runs, epochs):
-    from mmscalenet.demo.jobs import run_jobs
-    jobs = [(f'{run}/{seed}', _classify_longer_job, (cache, seed, run, epochs))
-            for seed in seeds for run in sorted(runs, key=lambda r: r != 'scratch')]   # the long ones first
-    done = run_jobs(jobs)
+def classify_longer(cache, seeds, runs, epochs, data='digits', grown_epochs=None):
+    """``runs`` of every seed; a run from the base (scalenet, progressive, continued) trains ``grown_epochs``
+    (default a third of ``epochs``, the paper's ratio) after the same seed's base run, or from the base backbone
+    already in the cache when base is not in ``runs``. Adds its rows to CACHE/seed<k>/classify_longer.json."""
+    from mmscalenet.demo.jobs import run_graph
+    grown_epochs = grown_epochs or max(1, epochs // 3)
+    jobs = []
+    for seed in seeds:   # the long ones first; a run from the base after its base
+        for run in sorted(runs, key=lambda r: (r in FROM_BASE, r != 'scratch')):
+            after = (f'base/{seed}',) if run in FROM_BASE and 'base' in runs else ()
+            jobs.append((f'{run}/{seed}', _classify_longer_job,
+                         (cache, seed, run, grown_epochs if run in FROM_BASE else epochs, data), after))
+    done = run_graph(jobs)
     for seed in seeds:
-        rows = {run: {k: v for k, v in done[f'{run}/{seed}'].items() if k not in ('run', 'seed')} for run in runs}
-        with open(osp.join(cache, f'seed{seed}', 'classify_longer.json'), 'w') as f:
+        path = osp.join(cache, f'seed{seed}', 'classify_longer.json')
+        rows = {}
+        if osp.isfile(path):
+            with open(path) as f:
+                rows = json.load(f)
+        rows.update({run: {k: v for k, v in done[f'{run}/{seed}'].items() if k not in ('run', 'seed')}
+                     for run in runs})
+        with open(path, 'w') as f:
             json.dump(rows, f, indent=1)
         print(f'seed {seed}: ' + ', '.join(f'{run} {r["epochs"]} ep top-1 {r["top1"]:.2f}' for run, r in rows.items()))
+
+
+def classify_report(cache, seeds, runs):
+    """Markdown: val top-1 of each classify-longer run per seed (CACHE/seed<k>/classify_longer.json), mean (std)."""
+    rows = {}
+    for seed in seeds:
+        with open(osp.join(cache, f'seed{seed}', 'classify_longer.json')) as f:
+            rows[seed] = json.load(f)
+    runs = [r for r in runs if all(r in rows[s] for s in seeds)]
+    lines = ['| seed | ' + ' | '.join(f'{r} (depth {rows[seeds[0]][r]["depth"]}, {rows[seeds[0]][r]["epochs"]} ep)'
+                                     for r in runs) + ' |', '| --- |' + ' ---: |' * len(runs)]
+    for seed in seeds:
+        lines.append(f'| {seed} | ' + ' | '.join(f'{rows[seed][r]["top1"]:.2f}' for r in runs) + ' |')
+    top1 = {r: [rows[s][r]['top1'] for s in seeds] for r in runs}
+    spread = {r: statistics.stdev(v) if len(v) > 1 else 0.0 for r, v in top1.items()}
+    lines.append('| mean (std) | ' + ' | '.join(f'{statistics.mean(top1[r]):.2f} ({spread[r]:.2f})' for r in runs)
+                 + ' |')
+    lines.append('| train s (mean) | ' + ' | '.join(
+        f'{statistics.mean(rows[s][r]["train_seconds"] for s in seeds):.0f}' for r in runs) + ' |')
+    return '\n'.join(lines)
 
 
 def _detect_job(*args):
@@ -260,7 +319,7 @@ def _train_detector(run, cache, name, seed, max_iters, options, eval_every, styl
     from mmengine.runner import Runner
 
     from mmscalenet.demo import ROWS
-    ckpt = dict(ROWS, untied=UNTIED_BACKBONE)
+    ckpt = dict(ROWS, untied=UNTIED_BACKBONE, continued=CONTINUED_BACKBONE)
     out_dir = osp.join(cache, name, f'seed{seed}')
     cfg = _run_config(run, osp.join(cache, f'seed{seed}', ckpt[run]), _scenes(cache, seed, style), out_dir, seed,
                       max_iters)
@@ -324,7 +383,7 @@ def report(cache, names):
     lines = ['| experiment | backbone | seeds | bbox mAP (per seed) | bbox mAP mean +- std | AP50 mean | '
              'segm mAP mean +- std |', '| --- | --- | --- | --- | ---: | ---: | ---: |']
     for name in names:
-        for run, per_seed in sorted(_results(cache, name).items(), key=lambda kv: RUNS.index(kv[0])):
+        for run, per_seed in sorted(_results(cache, name).items(), key=lambda kv: ORDER.index(kv[0])):
             seeds = sorted(per_seed)
 
             def stat(key, seeds=seeds, per_seed=per_seed):
@@ -342,7 +401,7 @@ def plot(cache, name, out):
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6, 4))
-    for run, per_seed in sorted(_results(cache, name).items(), key=lambda kv: RUNS.index(kv[0])):
+    for run, per_seed in sorted(_results(cache, name).items(), key=lambda kv: ORDER.index(kv[0])):
         curves = [r['curve'] for r in per_seed.values() if r['curve']]
         if not curves:
             continue
@@ -395,11 +454,11 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], epilog=__doc__.split('\n\n', 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('command', choices=['lr-table', 'equivalence', 'classify', 'detect', 'report', 'plot',
-                                        'seeds-json', 'step-cost', 'classify-longer'])
+                                        'seeds-json', 'step-cost', 'classify-longer', 'classify-report'])
     p.add_argument('names', nargs='*', help='experiment name(s) (detect / plot: one)')
     p.add_argument('--cache', default='work_dirs/detection_study')
     p.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
-    p.add_argument('--runs', nargs='+', choices=RUNS, default=['base', 'scalenet', 'scratch'])
+    p.add_argument('--runs', nargs='+', choices=ORDER, default=['base', 'scalenet', 'scratch'])
     p.add_argument('--max-iters', type=int, default=None)
     p.add_argument('--eval-every', type=int, default=0)
     p.add_argument('--style', default='cluttered')
@@ -407,7 +466,12 @@ def main(argv=None):
     p.add_argument('--out', default='docs/detection_transfer_curves.png')
     p.add_argument('--cfg-options', nargs='+', action=DictAction, default=None)
     p.add_argument('--canvas', type=int, nargs='+', default=[96, 64], help='step-cost: scene sizes to time')
-    p.add_argument('--epochs', type=int, default=36, help='classify-longer: epochs of each run')
+    p.add_argument('--epochs', type=int, default=36, help='classify-longer: epochs of the base and scratch runs')
+    p.add_argument('--grown-epochs', type=int, default=None,
+                   help='classify-longer: epochs of a run from the base (scalenet, progressive, continued; default a '
+                        'third of --epochs)')
+    p.add_argument('--data', choices=['digits', 'cluttered'], default='digits',
+                   help="classify-longer: the demo's digits, or digits cut out of cluttered scenes")
     a = p.parse_args(argv)
     if a.command == 'lr-table':
         table = lr_table(a.rates, dict(a.cfg_options or {}))
@@ -430,9 +494,14 @@ def main(argv=None):
     elif a.command == 'report':
         print(report(a.cache, a.names))
     elif a.command == 'classify-longer':
-        if set(a.runs) - {'base', 'scratch'}:
-            p.error('classify-longer trains the runs that start from random weights: --runs base scratch')
-        classify_longer(a.cache, a.seeds, a.runs, a.epochs)
+        missing = [f'seed{s}' for s in a.seeds if set(a.runs) & set(FROM_BASE) and 'base' not in a.runs
+                   and not osp.isfile(osp.join(a.cache, f'seed{s}', 'classification', 'base_backbone.pth'))]
+        if set(a.runs) - set(LONGER_RUNS) or missing:
+            p.error(f'classify-longer: --runs from {" ".join(LONGER_RUNS)}; {", ".join(FROM_BASE)} start from the base '
+                    f'run (in --runs, or its backbone in CACHE/seed<k>/classification/; missing: {missing})')
+        classify_longer(a.cache, a.seeds, a.runs, a.epochs, a.data, a.grown_epochs)
+    elif a.command == 'classify-report':
+        print(classify_report(a.cache, a.seeds, a.runs))
     elif a.command == 'step-cost':
         rows = step_cost(a.cache, a.seeds[0], a.style, a.runs, a.canvas)
         print('| canvas | backbone | s / step | forward | backbone forward | rest of the step |\n'

@@ -272,6 +272,49 @@ def test_digits_dataset_split_is_deterministic_and_disjoint():
     assert not set(tr) & set(va) and len(set(tr) | set(va)) == 1797
 
 
+def test_cluttered_digits_are_deterministic_and_labelled_by_the_centre_digit():
+    import numpy as np
+    from mmscalenet.demo.digit_scenes import _digits, cluttered_crops, make_cluttered_crop
+    crops, labels = cluttered_crops('val', 12, seed=3)
+    again, labels_again = cluttered_crops('val', 12, seed=3)
+    assert crops.shape == (12, 32, 32, 3) and crops.dtype == np.uint8 and labels.dtype == np.int64
+    assert np.array_equal(crops, again) and np.array_equal(labels, labels_again)
+    other, _ = cluttered_crops('val', 12, seed=4)
+    assert not np.array_equal(crops, other)
+    assert not np.array_equal(crops, cluttered_crops('train', 12, seed=3)[0])
+    assert set(labels.tolist()) <= set(range(10))
+    # the label is the target digit's: with a pool of one image the crop's label is that image's, whatever else
+    # (other digits of the same pool, shapes) the scene holds
+    images, all_labels = _digits()
+    for index in (0, 5, 17):
+        _, label = make_cluttered_crop(np.random.default_rng(index), images, all_labels, np.array([index]))
+        assert label == all_labels[index]
+    # the target is in the middle: a bright digit on an empty, dark scene puts its ink at the crop's centre
+    img, _ = make_cluttered_crop(np.random.default_rng(0), images, all_labels, np.array([0]), max_others=0,
+                                 max_distractors=0)
+    ink = img.astype(float).mean(-1) - np.median(img.astype(float).mean(-1))
+    ys, xs = np.nonzero(ink > 40)
+    assert abs(ys.mean() - 15.5) < 5 and abs(xs.mean() - 15.5) < 5
+
+
+def test_cluttered_digits_dataset():
+    train = DATASETS.build(dict(type='ScaleNetClutteredDigits', split='train', num_samples=20))
+    val = DATASETS.build(dict(type='ScaleNetClutteredDigits', split='val'))
+    assert len(train) == 20 and len(val) == 1000 and 'val' in repr(val)
+    assert train.metainfo['classes'] == tuple(str(d) for d in range(10))
+    assert set(label for _, label in val.samples) == set(range(10))
+    item = train[0]
+    assert item['inputs'].shape == (3, 32, 32) and item['inputs'].dtype == torch.uint8
+    from mmscalenet.demo.digit_scenes import cluttered_crops
+    crops, labels = cluttered_crops('train', 20, seed=0)
+    assert all(torch.equal(torch.as_tensor(a), torch.as_tensor(c)) and la == lc
+               for (a, la), c, lc in zip(train.samples, crops, labels))
+    with pytest.raises(ValueError, match='split must be'):
+        DATASETS.build(dict(type='ScaleNetClutteredDigits', split='test'))
+    with pytest.raises(ValueError, match='num_samples must be at least 1'):
+        DATASETS.build(dict(type='ScaleNetClutteredDigits', num_samples=0))
+
+
 def test_repeat_aug_sampler():
     from mmdet.registry import DATA_SAMPLERS
     sampler = DATA_SAMPLERS.build(dict(type='ScaleNetRepeatAugSampler', num_repeats=3, shuffle=True),

@@ -1,9 +1,10 @@
-"""Classification data: ImageNet-1K (folder or list file), the embedded digits set, timm-based transforms."""
+"""Classification data: ImageNet-1K (folder or list file), the embedded digits sets, timm-based transforms."""
 from .cls_data_sample import ScaleNetClsDataSample
-from .digits import ScaleNetDigits
+from .digits import ScaleNetClutteredDigits, ScaleNetDigits
 from .errors import DataError, DataNotFoundError, DataValueError, ImageReadError
 from .imagenet import ScaleNetImageNet
 from .transforms import LoadImagePIL, PackClsInputs, ScaleNetRepeatAugSampler, TimmClsTransform
 
 __all__ = ['DataError', 'DataNotFoundError', 'DataValueError', 'ImageReadError', 'LoadImagePIL', 'PackClsInputs',
-           'ScaleNetClsDataSample', 'ScaleNetDigits', 'ScaleNetImageNet', 'ScaleNetRepeatAugSampler', 'TimmClsTransform']
+           'ScaleNetClsDataSample', 'ScaleNetClutteredDigits', 'ScaleNetDigits', 'ScaleNetImageNet',
+           'ScaleNetRepeatAugSampler', 'TimmClsTransform']
