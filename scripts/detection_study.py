@@ -238,10 +238,7 @@ def _classify_longer_job(cache, seed, run, epochs, data='digits'):
     from mmscalenet.demo import classification as cls
     work = osp.join(cache, f'seed{seed}')
     init = osp.join(work, cls.BACKBONES['base']) if run in FROM_BASE else None
-    cfg = cls._config('base' if run == CONTINUED else run, work, seed, init_checkpoint=init)
-    if run == CONTINUED:
-        cfg.model.init_cfg = dict(type='Pretrained', checkpoint=init)
-        cfg.work_dir = osp.join(work, 'classification', CONTINUED)
+    cfg = cls._config('base' if run == CONTINUED else run, work, seed, init_checkpoint=init, name=run)
     cfg.train_cfg.max_epochs = epochs
     warmup, cosine = cfg.param_scheduler
     cosine.update(T_max=epochs - warmup['end'], end=epochs)

@@ -193,6 +193,21 @@ def test_demo_configs_load(mmdet_scope):
     assert foil.adapter_cfg is None and len(foil.blocks) == entry.depth and epochs['progressive'] == epochs['scalenet']
 
 
+def test_demo_run_config_starts_any_run_from_a_checkpoint(tmp_path):
+    """A grown run starts from the base; so may any run (the study's 'continued' control: the base config from the
+    base checkpoint, in its own work dir); a run without one keeps the config's own init."""
+    from mmscalenet.demo.classification import _config
+    plain = _config('base', str(tmp_path), seed=3)
+    assert plain.model.get('init_cfg') is None and plain.randomness.seed == 3
+    assert plain.work_dir == osp.join(str(tmp_path), 'classification', 'base')
+    grown = _config('scalenet', str(tmp_path), seed=0, init_checkpoint='b.pth')
+    assert grown.model.init_cfg == dict(type='Pretrained', checkpoint='b.pth')
+    more = _config('base', str(tmp_path), seed=0, init_checkpoint='b.pth', name='continued')
+    assert more.model.init_cfg == dict(type='Pretrained', checkpoint='b.pth')
+    assert more.work_dir == osp.join(str(tmp_path), 'classification', 'continued')
+    assert more.experiment_name == 'digits_cls_continued' and more.model.backbone == plain.model.backbone
+
+
 # ---- datasets ---------------------------------------------------------------------------------------------------
 def _write_tree(root, classes=('n01', 'n02'), per_class=2, size=20):
     from PIL import Image

@@ -29,15 +29,18 @@ GROWN = ('scalenet', 'progressive')   # the runs that start from the base run's 
 BACKBONES = dict(ROWS)
 
 
-def _config(run: str, work_dir: str, seed: int, init_checkpoint: Optional[str] = None):
-    """``configs/demo/digits_cls_<run>.py`` as it is, with this demo run's work dir, seed and starting checkpoint."""
+def _config(run: str, work_dir: str, seed: int, init_checkpoint: Optional[str] = None, name: Optional[str] = None):
+    """``configs/demo/digits_cls_<run>.py`` as it is, with this demo run's work dir, seed and starting checkpoint
+    (a grown run's base; any run may start from one). ``name`` (default ``run``) names its work dir and log: the
+    study's ``continued`` run is the base config started from the base checkpoint."""
     from mmengine.config import Config
     cfg = Config.fromfile(osp.join(CONFIG_DIR, f'digits_cls_{run}.py'))
-    if run in GROWN:
+    if run in GROWN or init_checkpoint is not None:
         cfg.model.init_cfg = dict(type='Pretrained', checkpoint=init_checkpoint)
-    cfg.work_dir = osp.join(work_dir, 'classification', run)
+    name = name or run
+    cfg.work_dir = osp.join(work_dir, 'classification', name)
     cfg.randomness = dict(seed=seed, deterministic=False)
-    cfg.experiment_name = f'digits_cls_{run}'  # mmengine appends a timestamp
+    cfg.experiment_name = f'digits_cls_{name}'  # mmengine appends a timestamp
     return cfg
 
 
@@ -87,7 +90,7 @@ def _save_backbone(model, path: str) -> None:
 
 
 def markdown_table(results: Dict[str, Dict[str, Any]]) -> str:
-    names = dict(base=f'base (depth L, "pretrained")', scalenet='ScaleNet (grown to 2L)',
+    names = dict(base='base (depth L, "pretrained")', scalenet='ScaleNet (grown to 2L)',
                  progressive='progressive (grown to 2L, copies)', scratch='scratch (depth 2L)')
     rows = ['| model | depth | epochs | params | val top-1 (%) | train time (s) |',
             '| --- | ---: | ---: | ---: | ---: | ---: |']

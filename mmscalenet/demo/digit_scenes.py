@@ -78,6 +78,12 @@ def _render_digit(img8: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(pil.resize((size, size), Image.BICUBIC), dtype=np.float32) / 255.0
 
 
+def _blend(under: np.ndarray, alpha: np.ndarray, colour: np.ndarray) -> np.ndarray:
+    """``under`` with ``colour`` painted over it at opacity ``alpha`` ((h, w, 1) in [0, 1]): how every digit and
+    shape is drawn. Returns a new array (float64 when ``colour`` is: the scenes' arithmetic, kept bit for bit)."""
+    return under * (1 - alpha) + colour * alpha
+
+
 def make_scene(rng: np.random.Generator, images: np.ndarray, labels: np.ndarray, pool: np.ndarray,
                canvas: int = 96, max_digits: int = 3, size_range: Tuple[int, int] = (20, 40),
                ink_threshold: float = 0.3) -> Tuple[np.ndarray, List[dict]]:
@@ -108,9 +114,8 @@ def make_scene(rng: np.random.Generator, images: np.ndarray, labels: np.ndarray,
         if mask_local.sum() < 12:
             continue
         colour = rng.uniform(150, 255, size=3)
-        alpha = np.clip(ink, 0, 1)[..., None]
-        patch = img[y0:y0 + size, x0:x0 + size]
-        img[y0:y0 + size, x0:x0 + size] = patch * (1 - alpha) + colour * alpha
+        img[y0:y0 + size, x0:x0 + size] = _blend(img[y0:y0 + size, x0:x0 + size], np.clip(ink, 0, 1)[..., None],
+                                                 colour)
         mask = np.zeros((canvas, canvas), dtype=np.uint8)
         mask[y0:y0 + size, x0:x0 + size] = mask_local
         occupied[y0:y0 + size, x0:x0 + size] = True
@@ -177,13 +182,13 @@ def make_cluttered_scene(rng: np.random.Generator, images: np.ndarray, labels: n
     A textured background (:func:`_textured_background`), zero to ``max_distractors`` unannotated digit-like shapes
     (:func:`_distractor`), one to ``max_digits`` digits over a wider scale range, in colours from low to high
     contrast, which may overlap: a later digit covers an earlier one's ink, and is placed only where it hides at
-    most ``max_occlusion`` of every earlier digit's visible mask and leaves it at least 12 pixels. Masks are the visible ink (an earlier digit's mask
-    loses what a later one covers), boxes are their tight boxes, so both stay exact.
+    most ``max_occlusion`` of every earlier digit's visible mask and leaves it at least 12 pixels. Masks are the
+    visible ink (an earlier digit's mask loses what a later one covers), boxes are their tight boxes, so both stay
+    exact.
     """
     img = _textured_background(rng, canvas)
     for _ in range(int(rng.integers(0, max_distractors + 1))):
-        alpha = _distractor(rng, canvas)[..., None]
-        img = img * (1 - alpha) + rng.uniform(110, 255, size=3) * alpha
+        img = _blend(img, _distractor(rng, canvas)[..., None], rng.uniform(110, 255, size=3))
     masks: List[np.ndarray] = []
     found: List[int] = []
     for _ in range(int(rng.integers(1, max_digits + 1))):
@@ -202,9 +207,8 @@ def make_cluttered_scene(rng: np.random.Generator, images: np.ndarray, labels: n
         else:
             continue
         colour = rng.uniform(110, 255, size=3)
-        alpha = np.clip(ink, 0, 1)[..., None]
-        patch = img[y0:y0 + size, x0:x0 + size]
-        img[y0:y0 + size, x0:x0 + size] = patch * (1 - alpha) + colour * alpha
+        img[y0:y0 + size, x0:x0 + size] = _blend(img[y0:y0 + size, x0:x0 + size], np.clip(ink, 0, 1)[..., None],
+                                                 colour)
         masks = [m & ~mask for m in masks]
         masks.append(mask)
         found.append(int(labels[idx]))
@@ -225,21 +229,19 @@ def make_cluttered_crop(rng: np.random.Generator, images: np.ndarray, labels: np
     """
     img = _textured_background(rng, canvas)
     for _ in range(int(rng.integers(0, max_distractors + 1))):
-        alpha = _distractor(rng, canvas)[..., None]
-        img = img * (1 - alpha) + rng.uniform(110, 255, size=3) * alpha
+        img = _blend(img, _distractor(rng, canvas)[..., None], rng.uniform(110, 255, size=3))
     size = int(rng.integers(size_range[0], size_range[1] + 1))
     centre = canvas / 2 + rng.uniform(-6, 6, size=2)
     for _ in range(int(rng.integers(0, max_others + 1))):   # other digits anywhere, drawn under the target
         other = int(pool[rng.integers(len(pool))])
         s = int(rng.integers(size_range[0], size_range[1] + 1))
         x0, y0 = (int(v) for v in rng.integers(0, canvas - s + 1, size=2))
-        alpha = _render_digit(images[other], s)[..., None]
-        img[y0:y0 + s, x0:x0 + s] = img[y0:y0 + s, x0:x0 + s] * (1 - alpha) + rng.uniform(110, 255, size=3) * alpha
+        img[y0:y0 + s, x0:x0 + s] = _blend(img[y0:y0 + s, x0:x0 + s], _render_digit(images[other], s)[..., None],
+                                           rng.uniform(110, 255, size=3))
     idx = int(pool[rng.integers(len(pool))])
     x0, y0 = (int(round(c - size / 2)) for c in centre)
-    alpha = _render_digit(images[idx], size)[..., None]
-    img[y0:y0 + size, x0:x0 + size] = (img[y0:y0 + size, x0:x0 + size] * (1 - alpha)
-                                       + rng.uniform(110, 255, size=3) * alpha)
+    target = _render_digit(images[idx], size)[..., None]
+    img[y0:y0 + size, x0:x0 + size] = _blend(img[y0:y0 + size, x0:x0 + size], target, rng.uniform(110, 255, size=3))
     side = min(size * rng.uniform(1.2, 1.8), canvas - 4)
     cx, cy = centre + rng.uniform(-0.1, 0.1, size=2) * side
     cx, cy = (float(np.clip(c, side / 2, canvas - side / 2)) for c in (cx, cy))
