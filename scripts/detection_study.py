@@ -20,6 +20,9 @@ Why does the grown backbone's classification lead not carry into the detection s
                   progressive in --runs grow that base for --grown-epochs, continued trains it on at depth 4 as
                   long (the control: growth or more training?); then `detect NAME --runs ...` on them
     classify-report  val top-1 of the classify-longer runs per seed, mean (std) and training seconds (markdown)
+    paired NAME   the first of --runs against each other one, seed by seed on the seeds both have: differences,
+                  their mean and std, wins / ties / losses and the exact two-sided sign-flip p-value (markdown);
+                  NAME a detection experiment (bbox and segm mAP), or classify-longer (val top-1)
     step-cost     seconds per training step of each demo detector (one thread, batch 8, the cluttered scenes of
                   the first seed) at each --canvas size, split into the backbone's forward and the rest: what a
                   longer schedule would cost the demo
@@ -28,6 +31,7 @@ Trainings run two at a time, one torch thread each (mmscalenet.demo.jobs), as in
 """
 import argparse
 import glob
+import itertools
 import json
 import os
 import os.path as osp
@@ -393,6 +397,65 @@ def report(cache, names):
     return '\n'.join(lines)
 
 
+def sign_flip_p(diffs):
+    """Exact two-sided p-value of the paired sign-flip (permutation) test: the share of the 2^n sign patterns whose
+    mean difference is at least as far from 0 as the observed one. No distribution assumed; with n seeds it cannot
+    go below 2 / 2^n (.031 for six seeds, .25 for three)."""
+    observed = abs(statistics.fmean(diffs)) - 1e-12
+    patterns = list(itertools.product((1, -1), repeat=len(diffs)))
+    return sum(abs(statistics.fmean(d * s for d, s in zip(diffs, signs))) >= observed
+               for signs in patterns) / len(patterns)
+
+
+def paired_stats(first, other):
+    """``first`` and ``other`` ({seed: value}) on the seeds both have: per-seed differences first - other, their
+    mean and std, wins / ties / losses of ``first`` and :func:`sign_flip_p`."""
+    seeds = sorted(set(first) & set(other))
+    if len(seeds) < 2:
+        raise ValueError(f'a paired comparison needs two seeds both runs have, not {seeds}')
+    diffs = [first[s] - other[s] for s in seeds]
+    return dict(seeds=seeds, diffs=diffs, mean=statistics.fmean(diffs), std=statistics.stdev(diffs),
+                wins=sum(d > 0 for d in diffs), ties=sum(d == 0 for d in diffs), losses=sum(d < 0 for d in diffs),
+                p=sign_flip_p(diffs))
+
+
+def _paired_values(cache, name, runs):
+    """{metric: {run: {seed: value}}} of a detection experiment, or of the classify-longer rows (NAME
+    'classify-longer': CACHE/seed<k>/classify_longer.json)."""
+    if name != 'classify-longer':
+        res = _results(cache, name)
+        missing = [r for r in runs if r not in res]
+        if missing:
+            raise ValueError(f'experiment {name!r} in {cache} has no results of {missing}')
+        return {m: {r: {s: res[r][s][m] for s in res[r]} for r in runs} for m in ('bbox_mAP', 'segm_mAP')}
+    top1 = {r: {} for r in runs}
+    for path in sorted(glob.glob(osp.join(cache, 'seed*', 'classify_longer.json'))):
+        seed = int(osp.basename(osp.dirname(path))[len('seed'):])
+        with open(path) as f:
+            rows = json.load(f)
+        for r in runs:
+            if r in rows:
+                top1[r][seed] = rows[r]['top1']
+    return {'top1': top1}
+
+
+def paired(cache, name, runs):
+    """Markdown: :func:`paired_stats` of runs[0] against each of runs[1:], per metric of experiment ``name``."""
+    if len(runs) < 2:
+        raise ValueError('paired: --runs needs two runs or more (the first is compared with each other one)')
+    lines = ['| metric | pair | seeds | difference per seed | mean (std) | wins / ties / losses | sign-flip p |',
+             '| --- | --- | --- | --- | ---: | ---: | ---: |']
+    for metric, values in _paired_values(cache, name, runs).items():
+        digits = 2 if metric == 'top1' else 3
+        for other in runs[1:]:
+            st = paired_stats(values[runs[0]], values[other])
+            lines.append(f'| {metric} | {runs[0]} - {other} | {" ".join(map(str, st["seeds"]))} | '
+                         f'{" / ".join(f"{d:+.{digits}f}" for d in st["diffs"])} | '
+                         f'{st["mean"]:+.{digits}f} ({st["std"]:.{digits}f}) | '
+                         f'{st["wins"]} / {st["ties"]} / {st["losses"]} | {st["p"]:.3f} |')
+    return '\n'.join(lines)
+
+
 def plot(cache, name, out):
     import matplotlib
     matplotlib.use('Agg')
@@ -451,7 +514,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], epilog=__doc__.split('\n\n', 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('command', choices=['lr-table', 'equivalence', 'classify', 'detect', 'report', 'plot',
-                                        'seeds-json', 'step-cost', 'classify-longer', 'classify-report'])
+                                        'seeds-json', 'step-cost', 'classify-longer', 'classify-report', 'paired'])
     p.add_argument('names', nargs='*', help='experiment name(s) (detect / plot: one)')
     p.add_argument('--cache', default='work_dirs/detection_study')
     p.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
@@ -499,6 +562,13 @@ def main(argv=None):
         classify_longer(a.cache, a.seeds, a.runs, a.epochs, a.data, a.grown_epochs)
     elif a.command == 'classify-report':
         print(classify_report(a.cache, a.seeds, a.runs))
+    elif a.command == 'paired':
+        if len(a.names) != 1:
+            p.error('paired: one NAME (a detection experiment, or classify-longer)')
+        try:
+            print(paired(a.cache, a.names[0], a.runs))
+        except ValueError as e:
+            p.error(str(e))
     elif a.command == 'step-cost':
         rows = step_cost(a.cache, a.seeds[0], a.style, a.runs, a.canvas)
         print('| canvas | backbone | s / step | forward | backbone forward | rest of the step |\n'
